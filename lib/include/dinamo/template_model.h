@@ -1,0 +1,66 @@
+#pragma once
+
+// The interface every template method offers (DINAMO-S, DINAMO-ML), so that scoring, labels,
+// the journal and snapshots treat them alike. A model is owned by one thread at a time.
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "dinamo/ewma_template.h"
+#include "dinamo/observation.h"
+#include "dinamo/score.h"
+
+namespace dinamo {
+
+class TemplateModel {
+ public:
+  virtual ~TemplateModel() = default;
+
+  // "ewma" or "transformer", as in the configuration.
+  virtual std::string_view method() const = 0;
+  virtual std::size_t bins() const = 0;
+
+  // The template for run `run` (a time index: runs increase), before learning from it.
+  virtual void Expect(std::int64_t run, Expectation& out) const = 0;
+
+  // Scores `obs` taken at run `run`; one pull per bin into `pulls`.
+  virtual Score ScoreRun(std::int64_t run, const Observation& obs, std::span<double> pulls) const;
+
+  // Learns from run `run`, accepted as good, after it was scored. Returns false when the
+  // observation cannot teach (empty histogram).
+  virtual bool Learn(std::int64_t run, const Observation& obs) = 0;
+
+  // How many runs the template has learned from.
+  virtual std::uint64_t learned_runs() const = 0;
+
+  virtual std::unique_ptr<TemplateModel> Clone() const = 0;
+};
+
+// DINAMO-S behind the common interface.
+class EwmaModel final : public TemplateModel {
+ public:
+  EwmaModel(std::size_t bins, double alpha) : state_(InitialEwmaState(bins, alpha)) {}
+  explicit EwmaModel(EwmaState state) : state_(std::move(state)) {}
+
+  std::string_view method() const override { return "ewma"; }
+  std::size_t bins() const override { return state_.bins(); }
+  void Expect(std::int64_t, Expectation& out) const override { ExpectationOf(state_, out); }
+  Score ScoreRun(std::int64_t, const Observation& obs, std::span<double> pulls) const override {
+    return ScoreEwma(state_, obs, pulls);
+  }
+  bool Learn(std::int64_t, const Observation& obs) override { return LearnEwma(state_, obs); }
+  std::uint64_t learned_runs() const override { return state_.learned_runs; }
+  std::unique_ptr<TemplateModel> Clone() const override {
+    return std::make_unique<EwmaModel>(state_);
+  }
+
+  const EwmaState& state() const { return state_; }
+  EwmaState& mutable_state() { return state_; }
+
+ private:
+  EwmaState state_;
+};
+
+}  // namespace dinamo

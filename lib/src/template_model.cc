@@ -1,0 +1,12 @@
+#include "dinamo/template_model.h"
+
+namespace dinamo {
+
+Score TemplateModel::ScoreRun(std::int64_t run, const Observation& obs,
+                              std::span<double> pulls) const {
+  Expectation expected;
+  Expect(run, expected);
+  return ScoreObservation(obs, expected, pulls);
+}
+
+}  // namespace dinamo
