@@ -1,5 +1,6 @@
 #include "dinamo/ewma_template.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 
@@ -87,7 +88,8 @@ Score ScoreEwma(const EwmaState& state, const Observation& obs, std::span<double
 #pragma omp simd reduction(+ : chi2)
   for (std::size_t b = 0; b < bins; ++b) {
     const double inv_w = 1.0 / w[b];
-    const double p = (x[b] - smu[b] * inv_w) / std::sqrt(vx[b] + ssig[b] * inv_w);
+    const double var = std::max(vx[b] + ssig[b] * inv_w, kMinVariance);
+    const double p = (x[b] - smu[b] * inv_w) / std::sqrt(var);
     pull[b] = p;
     chi2 += p * p;
   }

@@ -1,5 +1,6 @@
 #include "dinamo/score.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cmath>
 #include <random>
@@ -18,7 +19,8 @@ Score ScoreObservation(const Observation& obs, const Expectation& expected,
   double chi2 = 0.0;
   for (std::size_t b = 0; b < bins; ++b) {
     const double s = expected.sigma_mu[b];
-    const double pull = (obs.x[b] - expected.mu[b]) / std::sqrt(obs.var_x[b] + s * s);
+    const double var = std::max(obs.var_x[b] + s * s, kMinVariance);
+    const double pull = (obs.x[b] - expected.mu[b]) / std::sqrt(var);
     pulls[b] = pull;
     chi2 += pull * pull;
   }
@@ -69,7 +71,7 @@ Score ScoreDebiased(const Observation& obs, const Expectation& expected,
       spread = std::sqrt(var_mu + var_p);
       denominator = var_x + var_mu + var_p;
     }
-    const double inv_sd = 1.0 / std::sqrt(denominator);
+    const double inv_sd = 1.0 / std::sqrt(std::max(denominator, kMinVariance));
 
     double sum_pull = 0.0, sum_sq = 0.0;
     for (int r = 0; r < debiasing.resamples; ++r) {

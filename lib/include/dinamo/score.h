@@ -11,6 +11,11 @@
 
 namespace dinamo {
 
+// A bin known exactly on both sides (a one-bin histogram, say) would give 0/0. Its variance is
+// floored at an uncertainty of 1e-12 on a normalised content, far below any real histogram's
+// (that needs 1e12 entries) yet large enough that rounding residuals of 1e-16 pull nothing.
+inline constexpr double kMinVariance = 1e-24;
+
 // What a template predicts for the next histogram: normalised contents and their uncertainty.
 struct Expectation {
   std::vector<double> mu;
