@@ -32,7 +32,15 @@ struct Options {
   bool debias = false;
   int resamples = 100;
   std::uint64_t seed = 0;
+  std::string labels = "oracle";
+  std::size_t label_delay = 0;
 };
+
+dinamo::LabelPolicy PolicyOf(const std::string& name) {
+  if (name == "review") return dinamo::LabelPolicy::kReview;
+  if (name == "none") return dinamo::LabelPolicy::kNone;
+  return dinamo::LabelPolicy::kOracle;
+}
 
 std::unique_ptr<dinamo::TemplateModel> MakeModel(const Options& o, std::size_t bins,
                                                  double alpha) {
@@ -94,16 +102,21 @@ int Run(const Options& o) {
   double alpha = o.alpha;
   if (o.calibrate > 0 && o.method == "ewma") alpha = ChooseAlphaOn(table, o.calibrate);
 
-  dinamo::ReplayOptions replay;
-  if (o.debias) replay.debiasing = dinamo::Debiasing{o.resamples, o.seed};
-  auto model = MakeModel(o, table.bins(), alpha);
-  const auto verdicts = dinamo::Replay(table, *model, replay);
-
-  double threshold = o.threshold;
+  dinamo::ProtocolOptions protocol;
+  protocol.labels = PolicyOf(o.labels);
+  protocol.label_delay = o.label_delay;
+  protocol.calibration_runs = o.calibrate;
+  protocol.threshold = o.threshold;
+  if (o.debias) protocol.debiasing = dinamo::Debiasing{o.resamples, o.seed};
   if (o.calibrate > 0) {
-    threshold = dinamo::ChooseThreshold(ScoresOf(verdicts, 0, o.calibrate),
-                                        LabelsOf(verdicts, 0, o.calibrate));
+    protocol.choose_threshold = [&](const std::vector<dinamo::RunVerdict>& v) {
+      return dinamo::ChooseThreshold(ScoresOf(v, 0, v.size()), LabelsOf(v, 0, v.size()));
+    };
   }
+  const auto result =
+      dinamo::ReplayProtocol(table, MakeModel(o, table.bins(), alpha), protocol);
+  const auto& verdicts = result.verdicts;
+  const double threshold = result.threshold;
   WriteVerdicts(o.out, verdicts, threshold);
 
   const auto historical = dinamo::Evaluate(ScoresOf(verdicts, 0, o.calibrate),
@@ -114,6 +127,10 @@ int Run(const Options& o) {
                            {"alpha", alpha},
                            {"threshold", threshold},
                            {"calibration_runs", o.calibrate},
+                           {"labels", o.labels},
+                           {"label_delay", o.label_delay},
+                           {"labels_used", result.labels_used},
+                           {"continual_runs", n_runs - o.calibrate},
                            {"historical", MetricsJson(historical)},
                            {"continual", MetricsJson(continual)}};
   if (!o.report.empty()) {
@@ -121,8 +138,11 @@ int Run(const Options& o) {
     r << report.dump(2) << '\n';
     if (!r) throw std::runtime_error(o.report + ": write failed");
   }
-  std::printf("%s: %zu runs, alpha %.6g, threshold %.6g, continual balanced accuracy %.4f\n",
-              o.input.c_str(), n_runs, alpha, threshold, continual.balanced_accuracy);
+  std::printf(
+      "%s: %zu runs, labels %s, alpha %.6g, threshold %.6g, continual balanced accuracy %.4f, "
+      "labels used %zu\n",
+      o.input.c_str(), n_runs, o.labels.c_str(), alpha, threshold, continual.balanced_accuracy,
+      result.labels_used);
   return 0;
 }
 
@@ -139,6 +159,9 @@ int main(int argc, char** argv) {
   app.add_option("--alpha", o.alpha, "EWMA memory in [0, 1]")->check(CLI::Range(0.0, 1.0));
   app.add_option("--threshold", o.threshold, "alarm threshold on ln(chi2/B)");
   app.add_option("--calibrate", o.calibrate, "choose alpha and threshold on the first N runs");
+  app.add_option("--labels", o.labels, "label policy after the calibration runs")
+      ->check(CLI::IsMember({"oracle", "review", "none"}));
+  app.add_option("--label-delay", o.label_delay, "runs before a reviewed label arrives");
   auto* debias = app.add_flag("--debias", o.debias, "statistical debiasing by resampling");
   app.add_option("--resamples", o.resamples, "resamples for --debias")
       ->check(CLI::Range(1, 1000000))->needs(debias);

@@ -1,6 +1,8 @@
 #include "dinamo/replay.h"
 
 #include <algorithm>
+#include <deque>
+#include <stdexcept>
 
 namespace dinamo {
 
@@ -47,6 +49,77 @@ std::vector<double> ReplayEwmaScores(const RunTable& table, double alpha, std::s
   std::vector<double> s(verdicts.size());
   for (std::size_t i = 0; i < s.size(); ++i) s[i] = verdicts[i].log_reduced_chi2;
   return s;
+}
+
+namespace {
+
+struct PendingLabel {
+  std::size_t reveal_after;  // index of the run after whose scoring the label arrives
+  std::int64_t run;
+  Label label;
+};
+
+}  // namespace
+
+ProtocolResult ReplayProtocol(const RunTable& table, std::unique_ptr<TemplateModel> model,
+                              const ProtocolOptions& options) {
+  ProtocolResult result;
+  result.threshold = options.threshold;
+  const std::size_t calibration = std::min(options.calibration_runs, table.runs.size());
+  auto calibrate = [&] {
+    if (!options.choose_threshold) return;
+    const auto end = result.verdicts.begin() + static_cast<std::ptrdiff_t>(calibration);
+    result.threshold = options.choose_threshold({result.verdicts.begin(), end});
+  };
+
+  if (options.labels == LabelPolicy::kOracle) {
+    // Learning never depends on the threshold here, so it may be chosen afterwards.
+    result.verdicts = Replay(table, *model, {options.debiasing});
+    calibrate();
+    return result;
+  }
+  if (options.debiasing) {
+    throw std::invalid_argument("debiasing is supported with oracle labels only");
+  }
+
+  // The journal must still hold a run when its label arrives.
+  JournalledTemplate tmpl(std::move(model), options.label_delay + 1);
+  LearningPolicy policy;
+  policy.auto_accept = AutoAccept::kBelowThreshold;
+  policy.threshold = result.threshold;
+
+  std::deque<PendingLabel> pending;
+  Observation obs;
+  std::vector<double> pulls(table.bins());
+  result.verdicts.reserve(table.runs.size());
+  for (std::size_t i = 0; i < table.runs.size(); ++i) {
+    if (i == calibration) {
+      calibrate();
+      policy.threshold = result.threshold;
+    }
+    const RunRecord& record = table.runs[i];
+    const bool calibrating = i < calibration;
+    Normalise(record.counts, obs);
+
+    const Label label = calibrating ? record.label : Label::kUnknown;
+    const auto outcome = tmpl.ScoreFinal(record.run, record.counts, obs, label, policy, pulls);
+    result.verdicts.push_back(
+        {record.run, record.label, outcome.score.chi2, outcome.score.log_reduced_chi2});
+
+    const bool asks_shifter = !calibrating && options.labels == LabelPolicy::kReview &&
+                              outcome.score.Anomalous(policy.threshold) &&
+                              record.label != Label::kUnknown;
+    if (asks_shifter) pending.push_back({i + options.label_delay, record.run, record.label});
+
+    while (!pending.empty() && pending.front().reveal_after <= i) {
+      const auto refused = tmpl.SetLabel(pending.front().run, pending.front().label, policy);
+      if (refused) throw std::logic_error("replay journal lost a run: " + *refused);
+      ++result.labels_used;
+      pending.pop_front();
+    }
+  }
+  if (calibration == table.runs.size()) calibrate();
+  return result;
 }
 
 }  // namespace dinamo

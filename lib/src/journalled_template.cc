@@ -1,0 +1,128 @@
+#include "dinamo/journalled_template.h"
+
+#include <algorithm>
+#include <cassert>
+#include <numeric>
+
+namespace dinamo {
+
+bool Accepts(const LearningPolicy& policy, Label label, const Score& score, double integral,
+             std::uint64_t learned_runs) {
+  if (integral <= kEmptyIntegral || integral < policy.min_entries) return false;
+  if (label != Label::kUnknown) return label == Label::kGood;
+
+  switch (policy.auto_accept) {
+    case AutoAccept::kNever:
+      return false;
+    case AutoAccept::kAlways:
+      return true;
+    case AutoAccept::kBelowThreshold:
+      return learned_runs < policy.warmup_runs || !score.Anomalous(policy.threshold);
+  }
+  return false;
+}
+
+JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> model,
+                                       std::size_t journal_runs)
+    : model_(std::move(model)), journal_runs_(journal_runs) {
+  if (journal_runs_ > 0) base_ = model_->Clone();
+}
+
+JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> base,
+                                       std::unique_ptr<TemplateModel> current,
+                                       std::deque<JournalEntry> journal, std::size_t journal_runs)
+    : base_(std::move(base)),
+      model_(std::move(current)),
+      journal_(std::move(journal)),
+      journal_runs_(journal_runs) {
+  if (journal_runs_ > 0 && !base_) base_ = model_->Clone();
+  set_journal_runs(journal_runs);
+}
+
+JournalledTemplate::JournalledTemplate(const JournalledTemplate& other)
+    : base_(other.base_ ? other.base_->Clone() : nullptr),
+      model_(other.model_->Clone()),
+      journal_(other.journal_),
+      journal_runs_(other.journal_runs_) {}
+
+JournalledTemplate& JournalledTemplate::operator=(const JournalledTemplate& other) {
+  if (this != &other) *this = JournalledTemplate(other);
+  return *this;
+}
+
+JournalledTemplate::Outcome JournalledTemplate::ScoreFinal(std::int64_t run,
+                                                           std::span<const double> counts,
+                                                           const Observation& obs, Label label,
+                                                           const LearningPolicy& policy,
+                                                           std::span<double> pulls) {
+  Outcome out;
+  out.score = model_->ScoreRun(run, obs, pulls);
+  out.learned = Accepts(policy, label, out.score, obs.integral, model_->learned_runs());
+  if (out.learned) out.learned = model_->Learn(run, obs);
+
+  if (journal_runs_ == 0) return out;
+  journal_.push_back({run, label, std::vector<double>(counts.begin(), counts.end()), out.learned});
+  while (journal_.size() > journal_runs_) FoldOldest();
+  return out;
+}
+
+void JournalledTemplate::FoldOldest() {
+  const JournalEntry& oldest = journal_.front();
+  if (oldest.learned) base_->Learn(oldest.run, Normalise(oldest.counts));
+  journal_.pop_front();
+}
+
+std::optional<std::string> JournalledTemplate::SetLabel(std::int64_t run, Label label,
+                                                        const LearningPolicy& policy) {
+  if (label == Label::kUnknown) return "label must be good or bad";
+  if (journal_.empty()) {
+    return journal_runs_ == 0 ? "this template keeps no journal (journal_runs is 0)"
+                              : "no final run has been journalled yet";
+  }
+  if (run < journal_.front().run) {
+    return "run " + std::to_string(run) + " is older than the journal (oldest run kept " +
+           std::to_string(journal_.front().run) + ", journal_runs " +
+           std::to_string(journal_runs_) + ")";
+  }
+  auto entry = std::find_if(journal_.begin(), journal_.end(),
+                            [run](const JournalEntry& e) { return e.run == run; });
+  if (entry == journal_.end()) {
+    return "run " + std::to_string(run) + " was never seen as a final run of this histogram";
+  }
+
+  if (entry->label == label) return std::nullopt;
+  entry->label = label;
+
+  // A known label decides by itself; when it confirms what was done, nothing downstream moves.
+  const double integral = std::accumulate(entry->counts.begin(), entry->counts.end(), 0.0);
+  const bool teaches = Accepts(policy, label, Score{}, integral, 0);
+  if (teaches != entry->learned) ReplayJournal(policy);
+  return std::nullopt;
+}
+
+void JournalledTemplate::ReplayJournal(const LearningPolicy& policy) {
+  // The same operations in the same order as when the runs arrived: the result is bit-exact.
+  model_ = base_->Clone();
+  Observation obs;
+  std::vector<double> pulls;
+  for (JournalEntry& e : journal_) {
+    Normalise(e.counts, obs);
+    pulls.resize(obs.bins());
+    const Score score = model_->ScoreRun(e.run, obs, pulls);
+    e.learned = Accepts(policy, e.label, score, obs.integral, model_->learned_runs());
+    if (e.learned) e.learned = model_->Learn(e.run, obs);
+  }
+}
+
+void JournalledTemplate::set_journal_runs(std::size_t journal_runs) {
+  journal_runs_ = journal_runs;
+  if (journal_runs_ == 0) {
+    journal_.clear();
+    base_.reset();
+    return;
+  }
+  if (!base_) base_ = model_->Clone();
+  while (journal_.size() > journal_runs_) FoldOldest();
+}
+
+}  // namespace dinamo
