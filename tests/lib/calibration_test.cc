@@ -68,8 +68,9 @@ TEST_F(CalibrationOnToyData, ThresholdChoiceIsDeterministic) {
 
 TEST_F(CalibrationOnToyData, BootstrapThresholdIsWithinHundredthOfBruteForceBest) {
   double best = 0.0;
-  for (double t : ThresholdGrid()) best = std::max(best, Evaluate(s_, labels_, t).balanced_accuracy);
-  for (double t : s_) best = std::max(best, Evaluate(s_, labels_, t).balanced_accuracy);
+  auto accuracy = [&](double t) { return Evaluate(s_, labels_, t).balanced_accuracy; };
+  for (double t : ThresholdGrid()) best = std::max(best, accuracy(t));
+  for (double t : s_) best = std::max(best, accuracy(t));
 
   const double chosen = ChooseThreshold(s_, labels_);
 
