@@ -16,6 +16,9 @@
 #include "dinamo/replay.h"
 #include "dinamo/run_table.h"
 #include "dinamo/template_model.h"
+#ifdef DINAMO_HAVE_TORCH
+#include "dinamo/transformer_template.h"
+#endif
 
 namespace {
 
@@ -34,6 +37,7 @@ struct Options {
   std::uint64_t seed = 0;
   std::string labels = "oracle";
   std::size_t label_delay = 0;
+  int threads = 1;
 };
 
 dinamo::LabelPolicy PolicyOf(const std::string& name) {
@@ -45,6 +49,14 @@ dinamo::LabelPolicy PolicyOf(const std::string& name) {
 std::unique_ptr<dinamo::TemplateModel> MakeModel(const Options& o, std::size_t bins,
                                                  double alpha) {
   if (o.method == "ewma") return std::make_unique<dinamo::EwmaModel>(bins, alpha);
+#ifdef DINAMO_HAVE_TORCH
+  if (o.method == "transformer") {
+    dinamo::TransformerOptions options;
+    options.bins = bins;
+    options.threads = o.threads;
+    return std::make_unique<dinamo::TransformerModel>(options);
+  }
+#endif
   throw std::invalid_argument("--method " + o.method + " is not built into this binary");
 }
 
@@ -133,6 +145,10 @@ int Run(const Options& o) {
                            {"continual_runs", n_runs - o.calibrate},
                            {"historical", MetricsJson(historical)},
                            {"continual", MetricsJson(continual)}};
+  if (o.method != "ewma") {
+    report["note"] = "alpha is a parameter of the EWMA only: --calibrate chose the threshold";
+    report["threads"] = o.threads;
+  }
   if (!o.report.empty()) {
     std::ofstream r(o.report);
     r << report.dump(2) << '\n';
@@ -162,6 +178,8 @@ int main(int argc, char** argv) {
   app.add_option("--labels", o.labels, "label policy after the calibration runs")
       ->check(CLI::IsMember({"oracle", "review", "none"}));
   app.add_option("--label-delay", o.label_delay, "runs before a reviewed label arrives");
+  app.add_option("--threads", o.threads, "libtorch intra-op threads (transformer)")
+      ->check(CLI::Range(1, 256));
   auto* debias = app.add_flag("--debias", o.debias, "statistical debiasing by resampling");
   app.add_option("--resamples", o.resamples, "resamples for --debias")
       ->check(CLI::Range(1, 1000000))->needs(debias);
