@@ -21,6 +21,20 @@ if [[ "${DINAMO_WITH_TORCH:-ON}" != "OFF" ]]; then
   packages+=(libtorch-dev libopenblas0-pthread libopenblas-dev)
 fi
 
+# libtorch links libblas.so.3 and liblapack.so.3, which the alternatives system points at a
+# BLAS: make sure it is OpenBLAS (auto mode picks it; a manual choice of the reference BLAS
+# would not). Setting the link it already has changes nothing.
+select_openblas() {
+  [[ "${DINAMO_WITH_TORCH:-ON}" != "OFF" ]] || return 0
+  local dir=/usr/lib/x86_64-linux-gnu/openblas-pthread lib
+  for lib in libblas.so.3 liblapack.so.3; do
+    if [[ -e "$dir/$lib" && "$(readlink -f "/usr/lib/x86_64-linux-gnu/$lib")" != "$dir/$lib" ]]
+    then
+      update-alternatives --set "$lib-x86_64-linux-gnu" "$dir/$lib"
+    fi
+  done
+}
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +42,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages already installed"
+  select_openblas
   exit 0
 fi
 
@@ -35,3 +50,4 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+select_openblas
