@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
+#include <zmq.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -291,6 +292,14 @@ void ReadControl(const Reader& r, const YAML::Node& node, Config& c) {
     CheckZ85Key(r, path, value);
     (std::string_view(k) == "server_public_key" ? cc.server_public_key : cc.server_secret_key) =
         value;
+  }
+  // A public key that does not belong to the secret one makes every handshake fail silently.
+  char derived[41] = {};
+  if (zmq_curve_public(derived, cc.server_secret_key.c_str()) != 0) {
+    r.Fail("control.curve", "CURVE is not available in this libzmq");
+  }
+  if (cc.server_public_key != derived) {
+    r.Fail("control.curve.server_public_key", "does not belong to server_secret_key");
   }
   if (!curve["allowed_clients"]) {
     r.Fail("control.curve.allowed_clients", "missing (list the clients' public keys)");
