@@ -1,0 +1,300 @@
+// The real dinamod on loopback, driven as the readout and a console would drive it.
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "bus_client.h"
+#include "dinamo/run_table.h"
+
+namespace dinamo::testing {
+namespace {
+
+// Datasets number runs from 0; on the bus runs start at 1.
+constexpr std::uint64_t kRunOffset = 1;
+
+const RunTable& Toy() {
+  static const RunTable table = ReadRunTable(std::string(DINAMO_TEST_DATA) + "/toy_0.csv");
+  return table;
+}
+
+const std::map<std::uint64_t, double>& Golden() {
+  static const std::map<std::uint64_t, double> chi2 = [] {
+    std::map<std::uint64_t, double> out;
+    std::ifstream in(std::string(DINAMO_TEST_DATA) + "/s_alpha0.5_0.csv");
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line)) {
+      const auto comma = line.find(',');
+      out[std::stoull(line.substr(0, comma)) + kRunOffset] = std::stod(line.substr(comma + 1));
+    }
+    return out;
+  }();
+  return chi2;
+}
+
+std::string TestName() {
+  return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+}
+
+// Publishes toy runs [first, last) (dataset indices) under `name` with their labels.
+void Stream(Bus& bus, const std::string& name, std::size_t first, std::size_t last) {
+  for (std::size_t i = first; i < last; ++i) {
+    const RunRecord& r = Toy().runs[i];
+    bus.Send(Bus::Make(name, static_cast<std::uint64_t>(r.run) + kRunOffset, r.counts,
+                       r.label == Label::kGood ? v1::LABEL_GOOD : v1::LABEL_BAD));
+  }
+}
+
+// The largest relative chi2 error against the reference; infinite when a run is missing.
+double WorstError(const std::map<std::uint64_t, v1::Verdict>& got, std::uint64_t first,
+                  std::uint64_t last) {
+  double worst = 0.0;
+  for (std::uint64_t run = first; run <= last; ++run) {
+    const auto it = got.find(run);
+    if (it == got.end()) {
+      return INFINITY;
+    }
+    const double want = Golden().at(run);
+    worst = std::max(worst, std::abs(it->second.chi2() - want) / std::abs(want));
+  }
+  return worst;
+}
+
+class DinamodTest : public ::testing::Test {
+ protected:
+  void StartWith(double threshold) {
+    daemon_.WriteConfig(daemon_.ConfigText(threshold));
+    daemon_.Start();
+    bus_ = std::make_unique<Bus>(daemon_);
+    ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  }
+
+  void Restart() {
+    ASSERT_EQ(daemon_.Stop(), 0) << daemon_.Log();
+    bus_.reset();
+    daemon_.Start();
+    bus_ = std::make_unique<Bus>(daemon_);
+    ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  }
+
+  std::string Metrics() { return HttpGet(daemon_.http(), "/metrics"); }
+
+  DaemonProcess daemon_{TestName()};
+  std::unique_ptr<Bus> bus_;
+};
+
+TEST_F(DinamodTest, VerdictsOverTheBusMatchTheReference) {
+  StartWith(1.0);
+  Stream(*bus_, "VELO/ClusterSize", 0, 300);
+  const auto got = bus_->Collect("VELO/ClusterSize", 1, 300);
+  EXPECT_EQ(got.size(), 300u);
+  EXPECT_LE(WorstError(got, 1, 300), 1e-9);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, PublishedMessagesCarryIncreasingSequenceNumbers) {
+  StartWith(1.0);
+  Stream(*bus_, "A/h", 0, 50);
+  const auto got = bus_->Collect("A/h", 1, 50);
+  ASSERT_EQ(got.size(), 50u);
+  std::uint64_t previous = 0;
+  for (const auto& [run, v] : got) {
+    EXPECT_GT(v.sequence(), previous) << "run " << run;
+    previous = v.sequence();
+  }
+}
+
+TEST_F(DinamodTest, SighupChangesTheThreshold) {
+  StartWith(1.0);
+  Stream(*bus_, "RICH/Hits", 0, 50);
+  for (const auto& [run, v] : bus_->Collect("RICH/Hits", 1, 50)) {
+    EXPECT_EQ(v.threshold(), 1.0) << "run " << run;
+  }
+  daemon_.WriteConfig(daemon_.ConfigText(2.5));
+  daemon_.Signal(SIGHUP);
+  std::this_thread::sleep_for(500ms);
+  Stream(*bus_, "RICH/Hits", 50, 100);
+  const auto after = bus_->Collect("RICH/Hits", 51, 100);
+  EXPECT_EQ(after.size(), 50u);
+  for (const auto& [run, v] : after) {
+    EXPECT_EQ(v.threshold(), 2.5) << "run " << run;
+  }
+  EXPECT_LE(WorstError(after, 51, 100), 1e-9);  // the template survived the reload
+  EXPECT_EQ(MetricValue(Metrics(), "dinamo_config_reloads_total"), 1.0);
+}
+
+TEST_F(DinamodTest, BrokenConfigOnSighupIsRefusedAndTheDaemonGoesOn) {
+  StartWith(2.5);
+  daemon_.WriteConfig(daemon_.ConfigText(4.0));
+  daemon_.AppendConfig("defaults: [this is: not valid\n");
+  daemon_.Signal(SIGHUP);
+  std::this_thread::sleep_for(500ms);
+  ASSERT_TRUE(daemon_.Alive());
+  Stream(*bus_, "RICH/Hits", 0, 30);
+  const auto got = bus_->Collect("RICH/Hits", 1, 30);
+  EXPECT_EQ(got.size(), 30u);
+  for (const auto& [run, v] : got) {
+    EXPECT_EQ(v.threshold(), 2.5) << "run " << run;
+  }
+  EXPECT_EQ(MetricValue(Metrics(), "dinamo_config_refusals_total"), 1.0);
+  EXPECT_NE(daemon_.Log().find("config refused"), std::string::npos);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, SigtermThenRestartContinuesExactly) {
+  StartWith(1.0);
+  Stream(*bus_, "ECAL/Energy", 0, 150);
+  const auto first = bus_->Collect("ECAL/Energy", 1, 150);
+  Restart();
+  Stream(*bus_, "ECAL/Energy", 150, 300);
+  const auto second = bus_->Collect("ECAL/Energy", 151, 300);
+  EXPECT_LE(WorstError(first, 1, 150), 1e-9);
+  EXPECT_LE(WorstError(second, 151, 300), 1e-9);
+  EXPECT_GT(second.begin()->second.sequence(), first.rbegin()->second.sequence());
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, CorruptSnapshotIsRefusedAndThePreviousOneUsed) {
+  StartWith(1.0);
+  Stream(*bus_, "HCAL/Energy", 0, 40);
+  ASSERT_EQ(bus_->Collect("HCAL/Energy", 1, 40).size(), 40u);
+  Restart();  // snapshot after run 40 becomes the previous generation at the next stop
+  Stream(*bus_, "HCAL/Energy", 40, 80);
+  ASSERT_EQ(bus_->Collect("HCAL/Energy", 41, 80).size(), 80u - 40u);
+  ASSERT_EQ(daemon_.Stop(), 0);
+
+  const auto current = daemon_.state_dir() / "snapshot.pb";
+  std::fstream file(current, std::ios::in | std::ios::out | std::ios::binary);
+  file.seekp(static_cast<std::streamoff>(std::filesystem::file_size(current) / 2));
+  file.put('\x5a');
+  file.close();
+
+  bus_.reset();
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  EXPECT_NE(daemon_.Log().find("snapshot refused file=" + current.string()), std::string::npos);
+  // The previous generation ends at run 40: runs 41 to 80 are scored again, exactly.
+  Stream(*bus_, "HCAL/Energy", 40, 80);
+  const auto again = bus_->Collect("HCAL/Energy", 41, 80);
+  EXPECT_LE(WorstError(again, 41, 80), 1e-9);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, EveryBadInputIsRefusedAndCountedWhileValidTrafficGoesOn) {
+  StartWith(1.0);
+  Stream(*bus_, "MUON/Hits", 0, 20);
+  ASSERT_EQ(bus_->Collect("MUON/Hits", 1, 20).size(), 20u);
+
+  const std::vector<double>& counts = Toy().runs[0].counts;
+  auto encoded = [&](auto change) {
+    v1::Histogram h = Bus::Make("MUON/Hits", 100000, counts);
+    change(h);
+    return h.SerializeAsString();
+  };
+  const std::map<std::string, std::vector<std::string>> bad = {
+      {"malformed", {"MUON/Hits", "\x08\xff\xff\xff garbage"}},
+      {"frame_count", {"MUON/Hits"}},
+      {"empty_body", {"MUON/Hits", ""}},
+      {"shape_mismatch", {"MUON/Hits", encoded([](auto& h) { h.mutable_axes(0)->set_bins(7); })}},
+      {"nan_count", {"MUON/Hits", encoded([](auto& h) { h.set_counts(1, NAN); })}},
+      {"infinite_count", {"MUON/Hits", encoded([](auto& h) { h.set_counts(1, INFINITY); })}},
+      {"negative_count", {"MUON/Hits", encoded([](auto& h) { h.set_counts(1, -1.0); })}},
+      {"empty_name", {"", encoded([](auto& h) { h.set_name(""); })}},
+      {"topic_mismatch", {"MUON/Other", encoded([](auto&) {})}},
+      {"run_unset", {"MUON/Hits", encoded([](auto& h) { h.set_run(0); })}},
+      {"run_repeated", {"MUON/Hits", encoded([](auto& h) { h.set_run(20); })}},
+      {"run_out_of_order", {"MUON/Hits", encoded([](auto& h) { h.set_run(5); })}},
+      {"oversized", {"MUON/Hits", std::string((16u << 20) + 16, 'x')}},
+  };
+  for (const auto& [reason, frames] : bad) {
+    bus_->SendRaw(frames);
+  }
+  Stream(*bus_, "MUON/Hits", 20, 50);
+  EXPECT_EQ(bus_->Collect("MUON/Hits", 21, 50).size(), 30u);
+  ASSERT_TRUE(daemon_.Alive());
+
+  const std::string metrics = Metrics();
+  for (const auto& [reason, frames] : bad) {
+    EXPECT_EQ(MetricValue(metrics, "dinamo_rejected_messages_total{reason=\"" + reason + "\"}"),
+              1.0)
+        << reason;
+  }
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, MessageOverTheTransportLimitIsCountedAndInputRecovers) {
+  daemon_.WriteConfig(daemon_.ConfigText(1.0, "  max_message_bytes: 65536\n"));
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  bus_->SendRaw({"MUON/Hits", std::string(1u << 20, 'x')});  // libzmq drops the connection
+  std::this_thread::sleep_for(1s);
+  Stream(*bus_, "MUON/Hits", 0, 20);
+  EXPECT_EQ(bus_->Collect("MUON/Hits", 1, 20).size(), 20u);
+  EXPECT_EQ(MetricValue(Metrics(), "dinamo_rejected_messages_total{reason=\"transport_dropped\"}"),
+            1.0);
+}
+
+TEST_F(DinamodTest, ControlSocketAnswersStatusAndTemplate) {
+  StartWith(1.0);
+  Stream(*bus_, "A/h", 0, 10);
+  ASSERT_EQ(bus_->Collect("A/h", 1, 10).size(), 10u);
+
+  v1::Command status;
+  status.mutable_status();
+  const auto s = Call(daemon_, status);
+  ASSERT_TRUE(s);
+  EXPECT_TRUE(s->ok());
+  EXPECT_GE(s->status().templates(), 2u);
+
+  v1::Command get;
+  get.mutable_get_template()->set_histogram("A/h");
+  const auto t = Call(daemon_, get);
+  ASSERT_TRUE(t);
+  ASSERT_TRUE(t->ok()) << t->error();
+  EXPECT_EQ(t->template_().mu_size(), 100);
+  EXPECT_EQ(t->template_().sigma_size(), 100);
+  EXPECT_EQ(t->template_().last_run(), 10u);
+  EXPECT_EQ(t->template_().last_pulls_size(), 100);
+
+  get.mutable_get_template()->set_histogram("nothing");
+  EXPECT_FALSE(Call(daemon_, get)->ok());
+  v1::Command label;
+  label.mutable_set_label()->set_histogram("A/h");
+  const auto l = Call(daemon_, label);
+  ASSERT_TRUE(l);
+  EXPECT_FALSE(l->ok());
+  EXPECT_EQ(l->error(), "not implemented yet");
+}
+
+TEST_F(DinamodTest, HttpEndpointsServeMetricsHealthAndStatus) {
+  StartWith(1.0);
+  Stream(*bus_, "A/h", 0, 5);
+  ASSERT_EQ(bus_->Collect("A/h", 1, 5).size(), 5u);
+  const std::string metrics = Metrics();
+  for (const char* name : {"dinamo_histograms_received_total", "dinamo_verdicts_published_total",
+                           "dinamo_alarms_raised_total", "dinamo_templates",
+                           "dinamo_input_queue_depth", "dinamo_verdict_latency_seconds_count"}) {
+    EXPECT_GE(MetricValue(metrics, name), 0.0) << name;
+  }
+  EXPECT_GE(MetricValue(metrics, "dinamo_verdicts_published_total"), 5.0);
+  EXPECT_EQ(HttpGet(daemon_.http(), "/healthz"), "ok\n");
+  EXPECT_NE(HttpGet(daemon_.http(), "/status").find("\"templates\":"), std::string::npos);
+}
+
+TEST_F(DinamodTest, InvalidConfigAtStartExitsWithCode2) {
+  daemon_.WriteConfig(daemon_.ConfigText(1.0) + "  alpha_typo: 3\n");
+  daemon_.Start();
+  EXPECT_EQ(daemon_.Wait(10s), 2);
+  EXPECT_NE(daemon_.Log().find("defaults.alpha_typo"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dinamo::testing
