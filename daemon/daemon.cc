@@ -264,8 +264,10 @@ void Daemon::DrainInput() {
   } catch (const zmq::error_t& e) {
     spdlog::error("input receive failed: {}", e.what());
   }
-  metrics_.input_backlog = static_cast<std::uint64_t>(taken);
-  metrics_.input_backlog_max = std::max<std::uint64_t>(metrics_.input_backlog_max, taken);
+  if (taken > 0) {
+    metrics_.input_backlog = static_cast<std::uint64_t>(taken);
+    metrics_.input_backlog_max = std::max<std::uint64_t>(metrics_.input_backlog_max, taken);
+  }
   if (stopping_) {
     return;
   }

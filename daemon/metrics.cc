@@ -83,8 +83,10 @@ std::string RenderPrometheus(const Metrics& m, const MetricsGauges& g) {
   Gauge(out, "dinamo_templates", "Templates held", g.templates);
   Gauge(out, "dinamo_alarms_active", "Histograms in an active alarm", g.alarms_active);
   Gauge(out, "dinamo_input_queue_depth",
-        "Messages waiting in the input queue at the latest wake-up", m.input_backlog);
-  Gauge(out, "dinamo_input_queue_depth_max", "Largest input queue depth seen at a wake-up",
+        "Messages taken off the input socket in its latest non-empty drain (a lower bound of "
+        "the queue depth; a full batch is 256)",
+        m.input_backlog);
+  Gauge(out, "dinamo_input_queue_depth_max", "Largest dinamo_input_queue_depth seen",
         m.input_backlog_max);
   Gauge(out, "dinamo_uptime_seconds", "Seconds since start", g.uptime_s);
   Gauge(out, "dinamo_last_sequence", "Sequence number of the last published message",

@@ -38,7 +38,7 @@ struct Metrics {
   std::uint64_t config_reloads = 0;
   std::uint64_t config_refusals = 0;
   std::uint64_t control_requests = 0;
-  // Messages found waiting in the input socket's queue at the latest wake-up.
+  // Messages taken off the input socket in its latest non-empty drain (at most one batch).
   std::uint64_t input_backlog = 0;
   std::uint64_t input_backlog_max = 0;
   LatencyHistogram verdict_latency;
