@@ -4,6 +4,8 @@
 #include <cassert>
 #include <cmath>
 
+#include "hot_path.h"
+
 namespace dinamo {
 
 namespace {
@@ -66,7 +68,8 @@ void ExpectationOf(const EwmaState& state, Expectation& out) {
   }
 }
 
-Score ScoreEwma(const EwmaState& state, const Observation& obs, std::span<double> pulls) {
+DINAMO_HOT_PATH Score ScoreEwma(const EwmaState& state, const Observation& obs,
+                                std::span<double> pulls) {
   const std::size_t bins = state.bins();
   assert(obs.bins() == bins && pulls.size() == bins);
   if (state.alpha >= 1.0) {
@@ -96,7 +99,7 @@ Score ScoreEwma(const EwmaState& state, const Observation& obs, std::span<double
   return {chi2, LogReducedChi2(chi2, bins)};
 }
 
-bool LearnEwma(EwmaState& state, const Observation& obs) {
+DINAMO_HOT_PATH bool LearnEwma(EwmaState& state, const Observation& obs) {
   assert(obs.bins() == state.bins());
   if (obs.empty()) return false;
 

@@ -3,15 +3,23 @@
 #include <cmath>
 #include <string>
 
+#include "hot_path.h"
+
 namespace dinamo {
 
-void Normalise(std::span<const double> counts, Observation& out) {
+DINAMO_HOT_PATH void Normalise(std::span<const double> counts, Observation& out) {
   const std::size_t bins = counts.size();
   out.x.resize(bins);
   out.var_x.resize(bins);
 
+  // Partial sums in SIMD lanes: exact for integer counts (below 2^53), and otherwise within a
+  // few units in the last place of the sequential sum.
   double integral = 0.0;
-  for (double c : counts) integral += c;
+  const double* c = counts.data();
+#pragma omp simd reduction(+ : integral)
+  for (std::size_t b = 0; b < bins; ++b) {
+    integral += c[b];
+  }
   out.integral = integral;
 
   // Too few entries to normalise: keep the raw contents and claim no knowledge of their spread.
