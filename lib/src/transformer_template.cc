@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <chrono>
@@ -110,6 +111,18 @@ torch::Tensor GaussianNllTensor(const torch::Tensor& x, const torch::Tensor& mu,
   return (0.5 * (torch::log(v) + (x - mu).square() / v)).mean();
 }
 
+// torch::set_num_threads sizes libtorch's own pool only. The pthread build of OpenBLAS keeps a
+// pool of its own (one thread per core), whose threads spin on sched_yield around every one of
+// this model's tiny matrix products: on a busy 2-core machine that costs more than it gives.
+// Looked up at run time, as libtorch may run on another BLAS.
+void SetBlasThreads(int threads) {
+  using SetThreads = void (*)(int);
+  void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
+  if (symbol != nullptr) {
+    reinterpret_cast<SetThreads>(symbol)(threads);
+  }
+}
+
 struct Batch {
   torch::Tensor contents;  // (K, M, B)
   torch::Tensor times;     // (K, M, 1)
@@ -142,6 +155,7 @@ struct TransformerModel::Impl {
   explicit Impl(const TransformerOptions& o)
       : options(o), generator_state(at::detail::createCPUGenerator(o.seed).get_state()) {
     torch::set_num_threads(std::max(1, o.threads));
+    SetBlasThreads(std::max(1, o.threads));
     {
       StreamScope stream(generator_state);
       net = Net(o);
