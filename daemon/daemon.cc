@@ -237,7 +237,7 @@ int Daemon::Run() {
   spdlog::info("dinamod running version={} config={} templates={}", Version(), config_->file,
                monitor_.templates());
   io_.run();
-  return 0;
+  return exit_code_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ void Daemon::ArmSnapshot() {
   });
 }
 
-void Daemon::WriteSnapshot(const char* why) {
+bool Daemon::WriteSnapshot(const char* why) {
   const auto start = Clock::now();
   v1::Snapshot snapshot;
   snapshot.set_format_version(kSnapshotFormatVersion);
@@ -484,7 +484,7 @@ void Daemon::WriteSnapshot(const char* why) {
   if (auto error = store_.Write(snapshot)) {
     ++metrics_.snapshot_failures;
     spdlog::error("snapshot not written file={} reason=\"{}\"", store_.current_path(), *error);
-    return;
+    return false;
   }
   ++metrics_.snapshots_written;
   last_snapshot_file_ = store_.current_path();
@@ -492,6 +492,7 @@ void Daemon::WriteSnapshot(const char* why) {
   const double ms = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
   spdlog::info("snapshot written file={} templates={} last_sequence={} ms={:.1f} trigger={}",
                store_.current_path(), snapshot.histograms_size(), sequence_, ms, why);
+  return true;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -739,7 +740,9 @@ void Daemon::Stop(int signal_number) {
   input_monitor_.reset();
   input_.reset();
   FlushSuppressed(true);
-  WriteSnapshot("shutdown");
+  if (!WriteSnapshot("shutdown")) {
+    exit_code_ = 1;  // the next start would not continue exactly: let the supervisor know
+  }
 
   boost::system::error_code ignored;
   signals_.cancel(ignored);
@@ -751,7 +754,7 @@ void Daemon::Stop(int signal_number) {
   zap_.reset();
   output_.close();  // lingers up to kOutputLingerMs to hand the last verdicts over
   io_.stop();
-  spdlog::info("dinamod stopped cleanly last_sequence={}", sequence_);
+  spdlog::info("dinamod stopped last_sequence={} exit_code={}", sequence_, exit_code_);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -94,7 +94,7 @@ class Daemon {
   void ArmHeartbeat();
   void Heartbeat();
   void ArmSnapshot();
-  void WriteSnapshot(const char* why);
+  bool WriteSnapshot(const char* why);
 
   void WaitSignals();
   void Reload();
@@ -146,6 +146,7 @@ class Daemon {
   std::string last_snapshot_file_;
   std::int64_t last_snapshot_unix_ns_ = 0;
   bool stopping_ = false;
+  int exit_code_ = 0;
 };
 
 // The version printed in logs, heartbeats and /status.

@@ -112,8 +112,8 @@ std::optional<std::string> DecodeSnapshotFile(const std::string& bytes, std::str
   }
   const auto length = GetLittle(bytes, 12, 8);
   if (length != bytes.size() - kHeaderBytes) {
-    why = "truncated or padded: header says " + std::to_string(length) + " payload bytes, file has " +
-          std::to_string(bytes.size() - kHeaderBytes);
+    why = "truncated or padded: header says " + std::to_string(length) +
+          " payload bytes, file has " + std::to_string(bytes.size() - kHeaderBytes);
     return std::nullopt;
   }
   std::string payload = bytes.substr(kHeaderBytes);
