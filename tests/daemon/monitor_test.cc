@@ -150,6 +150,20 @@ TEST_F(MonitorTest, HistogramWithoutAxesIsOneDimensional) {
   EXPECT_EQ(r.verdict->bins(), 20u);
 }
 
+TEST_F(MonitorTest, TwoDimensionalHistogramNeedsTheProductOfItsAxes) {
+  v1::Histogram h = Hist("A/h2", 1, Bell());
+  h.mutable_axes(0)->set_bins(4);
+  v1::Axis* y = h.add_axes();
+  y->set_bins(5);
+  y->set_low(0.0);
+  y->set_high(1.0);
+  EXPECT_FALSE(Send(h).rejection);
+  y->set_bins(6);
+  h.set_run(2);
+  ASSERT_TRUE(Send(h).rejection);
+  EXPECT_EQ(Send(h).rejection->reason, "shape_mismatch");
+}
+
 TEST_F(MonitorTest, MessageLabelGoodTeachesAndBadDoesNot) {
   Configure("  warmup_runs: 0\n  auto_accept: never\n");
   Send(Hist("A/h", 1, Bell(), v1::LABEL_GOOD));

@@ -187,6 +187,27 @@ TEST_F(DinamodTest, CorruptSnapshotIsRefusedAndThePreviousOneUsed) {
   EXPECT_EQ(daemon_.Stop(), 0);
 }
 
+TEST_F(DinamodTest, PeriodicSnapshotSurvivesAKill) {
+  std::string config = daemon_.ConfigText(1.0);
+  config.replace(config.find("snapshot_interval_s: 3600"), 25, "snapshot_interval_s: 1");
+  daemon_.WriteConfig(config);
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  Stream(*bus_, "TT/Hits", 0, 60);
+  ASSERT_EQ(bus_->Collect("TT/Hits", 1, 60).size(), 60u);
+  std::this_thread::sleep_for(1500ms);  // at least one interval snapshot after run 60
+  daemon_.Kill();
+  bus_.reset();
+
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  Stream(*bus_, "TT/Hits", 60, 120);
+  EXPECT_LE(WorstError(bus_->Collect("TT/Hits", 61, 120), 61, 120), 1e-9);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
 TEST_F(DinamodTest, EveryBadInputIsRefusedAndCountedWhileValidTrafficGoesOn) {
   StartWith(1.0);
   Stream(*bus_, "MUON/Hits", 0, 20);
