@@ -37,6 +37,19 @@ std::chrono::milliseconds Millis(double seconds) {
   return std::chrono::milliseconds(static_cast<std::int64_t>(seconds * 1000.0));
 }
 
+// A name from the wire as it may appear in a log line: printable, bounded.
+std::string Printable(std::string_view text) {
+  constexpr std::size_t kMax = 200;
+  std::string out;
+  for (char c : text.substr(0, kMax)) {
+    out.push_back(c >= 0x20 && c != 0x7f && c != '"' ? c : '?');
+  }
+  if (text.size() > kMax) {
+    out += "...";
+  }
+  return out;
+}
+
 std::set<std::string> AsSet(const std::vector<std::string>& v) { return {v.begin(), v.end()}; }
 
 }  // namespace
@@ -263,6 +276,10 @@ void Daemon::DrainInput() {
     }
   } catch (const zmq::error_t& e) {
     spdlog::error("input receive failed: {}", e.what());
+  } catch (const std::exception& e) {
+    // Nothing may leave an Asio handler; the message is lost, the daemon goes on.
+    metrics_.Reject("internal_error");
+    spdlog::error("message dropped reason=internal_error detail=\"{}\"", e.what());
   }
   if (taken > 0) {
     metrics_.input_backlog = static_cast<std::uint64_t>(taken);
@@ -332,10 +349,10 @@ void Daemon::LogRejection(const Rejection& r) {
   }
   if (s.count > 0) {
     spdlog::warn("message refused reason={} histogram=\"{}\" detail=\"{}\" suppressed={}",
-                 r.reason, r.histogram, r.detail, s.count);
+                 r.reason, Printable(r.histogram), Printable(r.detail), s.count);
   } else {
     spdlog::warn("message refused reason={} histogram=\"{}\" detail=\"{}\"", r.reason,
-                 r.histogram, r.detail);
+                 Printable(r.histogram), Printable(r.detail));
   }
   s.last_logged = now;
   s.count = 0;
