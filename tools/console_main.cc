@@ -418,9 +418,12 @@ void PrintTemplate(const dinamo::v1::TemplateView& t) {
   }
   std::printf("%6s %14s %14s %10s\n", "bin", "mu", "sigma", "last_pull");
   for (int b = 0; b < t.mu_size(); ++b) {
-    const bool has_sigma = b < t.sigma_size(), has_pull = b < t.last_pulls_size();
-    std::printf("%6d %14.6g %14.6g %10s\n", b, t.mu(b), has_sigma ? t.sigma(b) : 0.0,
-                has_pull ? std::to_string(t.last_pulls(b)).c_str() : "-");
+    char pull[32] = "-";
+    if (b < t.last_pulls_size()) {
+      std::snprintf(pull, sizeof pull, "%+.3f", t.last_pulls(b));
+    }
+    std::printf("%6d %14.6g %14.6g %10s\n", b, t.mu(b), b < t.sigma_size() ? t.sigma(b) : 0.0,
+                pull);
   }
 }
 

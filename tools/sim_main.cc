@@ -50,6 +50,7 @@ struct Options {
   std::uint64_t start_run = 1;
   double wait_s = 1.0;
   bool pregenerate = false;
+  std::size_t pool = 0;  // runs drawn ahead per histogram and published in a cycle
   std::string source;
   // Both
   std::size_t runs = 5000;
@@ -296,14 +297,15 @@ void Pregenerate(std::vector<Stream>& streams, std::size_t runs) {
 bool PublishRun(const Options& o, std::size_t index, std::vector<Stream>& streams, Publisher& pub) {
   dinamo::ToyTruth truth;
   for (auto& s : streams) {
-    if (o.pregenerate) {
-      s.record = s.pregenerated[index];
+    if (!s.pregenerated.empty()) {
+      s.record = s.pregenerated[index % s.pregenerated.size()];
     } else {
       s.model.Next(s.record, truth);
     }
     MakeSnapshots(s, o.snapshots);
   }
-  const std::uint64_t run = o.start_run + static_cast<std::uint64_t>(streams.front().record.run);
+  // With a pool the drawn runs repeat; the published run numbers go on increasing.
+  const std::uint64_t run = o.start_run + static_cast<std::uint64_t>(index);
   for (int k = 0; k < o.snapshots; ++k) {
     for (const auto& s : streams) {
       if (g_stop) {
@@ -323,8 +325,9 @@ bool PublishRun(const Options& o, std::size_t index, std::vector<Stream>& stream
 
 int PublishBus(const Options& o) {
   auto streams = MakeStreams(o);
-  if (o.pregenerate) {
-    Pregenerate(streams, o.runs);
+  const std::size_t pool = o.pregenerate ? o.runs : o.pool;
+  if (pool > 0) {
+    Pregenerate(streams, pool);
   }
   Publisher pub(o);
   spdlog::info(
@@ -394,8 +397,14 @@ int main(int argc, char** argv) {
   app.add_option("--wait-s", o.wait_s, "seconds to wait for subscribers before publishing")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_flag("--pregenerate", o.pregenerate,
-               "draw every run before publishing, so that drawing never limits the rate");
+  auto* pregenerate =
+      app.add_flag("--pregenerate", o.pregenerate,
+                   "draw every run before publishing, so that drawing never limits the rate");
+  app.add_option("--pool", o.pool,
+                 "draw this many runs per histogram ahead and publish them over and over (run "
+                 "numbers still increase): a high rate for long without the memory of "
+                 "--pregenerate")
+      ->excludes(pregenerate);
   app.add_option("--source", o.source, "the source field of every message");
   try {
     app.parse(argc, argv);

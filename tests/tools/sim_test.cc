@@ -157,6 +157,23 @@ TEST(SimBus, SnapshotsAreCumulativeUpToTheFinal) {
   }
 }
 
+TEST(SimBus, PoolRepeatsTheDrawnRunsUnderIncreasingRunNumbers) {
+  testing::ProcessResult result;
+  const auto got =
+      ReceiveFromSim("--histograms 1 --runs 4 --pool 2 --seed 3 --wait-s 0.5", 4, result);
+  ASSERT_EQ(got.size(), 4u) << result.output;
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(got[i].histogram.run(), i + 1);
+  }
+  const auto counts = [&](std::size_t i) {
+    const auto& c = got[i].histogram.counts();
+    return std::vector<double>(c.begin(), c.end());
+  };
+  EXPECT_EQ(counts(2), counts(0));
+  EXPECT_EQ(counts(3), counts(1));
+  EXPECT_NE(counts(1), counts(0));
+}
+
 TEST_F(SimTest, HistogramOfIndexIDrawsWhatCsvModeDrawsWithSeedPlusI) {
   testing::ProcessResult result;
   const auto got = ReceiveFromSim("--histograms 2 --runs 3 --seed 10 --wait-s 0.5", 6, result);
