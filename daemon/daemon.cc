@@ -9,6 +9,8 @@
 #include <spdlog/spdlog.h>
 #include <zmq_addon.hpp>
 
+#include "systemd_notify.h"
+
 namespace dinamo::daemon {
 namespace {
 
@@ -249,6 +251,7 @@ int Daemon::Run() {
   ArmSnapshot();
   spdlog::info("dinamod running version={} config={} templates={}", Version(), config_->file,
                monitor_.templates());
+  NotifySystemd("READY=1");
   io_.run();
   return exit_code_;
 }
@@ -609,7 +612,15 @@ void Daemon::DrainZap() {
         allowed = std::find(zap_allowed_.begin(), zap_allowed_.end(), key) != zap_allowed_.end();
       }
       if (!allowed) {
-        spdlog::warn("control client refused (not in control.curve.allowed_clients)");
+        ++metrics_.control_refusals;
+        const auto now = Clock::now();
+        if (now - last_zap_log_ >= kLogEvery) {
+          spdlog::warn("control client refused address={} (not in control.curve.allowed_clients)"
+                       " refused_total={}",
+                       Printable(request.size() > 3 ? request[3].to_string() : std::string()),
+                       metrics_.control_refusals);
+          last_zap_log_ = now;
+        }
       }
       std::array<zmq::const_buffer, 6> reply = {
           zmq::str_buffer("1.0"),   zmq::buffer(id),
@@ -635,7 +646,9 @@ void Daemon::WaitSignals() {
     }
     if (number == SIGHUP) {
       spdlog::info("signal SIGHUP: reloading config={}", config_->file);
+      NotifySystemd("RELOADING=1");
       Reload();
+      NotifySystemd("READY=1");
       WaitSignals();
       return;
     }
@@ -753,6 +766,7 @@ void Daemon::ApplyEndpoints(const Config& old_config, const Config& c) {
 void Daemon::Stop(int signal_number) {
   spdlog::info("signal {}: stopping", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   // Stop taking input first; the message in hand has been handled (one thread).
+  NotifySystemd("STOPPING=1");
   stopping_ = true;
   input_monitor_.reset();
   input_.reset();

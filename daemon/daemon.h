@@ -137,6 +137,7 @@ class Daemon {
     std::uint64_t count = 0;
   };
   std::map<std::string, Suppressed, std::less<>> suppressed_;
+  Clock::time_point last_zap_log_{};
 
   std::vector<zmq::message_t> frames_;
   std::string buffer_;

@@ -80,6 +80,8 @@ std::string RenderPrometheus(const Metrics& m, const MetricsGauges& g) {
   Counter(out, "dinamo_config_refusals_total", "Configurations refused on reload",
           m.config_refusals);
   Counter(out, "dinamo_control_requests_total", "Control commands answered", m.control_requests);
+  Counter(out, "dinamo_control_clients_refused_total",
+          "CurveZMQ clients refused by the ZAP handler", m.control_refusals);
   Gauge(out, "dinamo_templates", "Templates held", g.templates);
   Gauge(out, "dinamo_alarms_active", "Histograms in an active alarm", g.alarms_active);
   Gauge(out, "dinamo_input_queue_depth",

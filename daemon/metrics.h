@@ -38,6 +38,7 @@ struct Metrics {
   std::uint64_t config_reloads = 0;
   std::uint64_t config_refusals = 0;
   std::uint64_t control_requests = 0;
+  std::uint64_t control_refusals = 0;  // CurveZMQ clients not allowed
   // Messages taken off the input socket in its latest non-empty drain (at most one batch).
   std::uint64_t input_backlog = 0;
   std::uint64_t input_backlog_max = 0;

@@ -1,6 +1,10 @@
 // The real dinamod on loopback, driven as the readout and a console would drive it.
 
+#include <sys/un.h>
+
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -308,6 +312,35 @@ TEST_F(DinamodTest, HttpEndpointsServeMetricsHealthAndStatus) {
   EXPECT_GE(MetricValue(metrics, "dinamo_verdicts_published_total"), 5.0);
   EXPECT_EQ(HttpGet(daemon_.http(), "/healthz"), "ok\n");
   EXPECT_NE(HttpGet(daemon_.http(), "/status").find("\"templates\":"), std::string::npos);
+}
+
+TEST_F(DinamodTest, TellsSystemdWhenReadyReloadingAndStopping) {
+  const std::string path = daemon_.config_path() + ".notify";
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{10, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  const auto next = [fd] {
+    char buf[256];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<std::size_t>(n)) : std::string("(nothing)");
+  };
+
+  daemon_.WriteConfig(daemon_.ConfigText(1.0));
+  ::setenv("NOTIFY_SOCKET", path.c_str(), 1);
+  daemon_.Start();
+  ::unsetenv("NOTIFY_SOCKET");
+  EXPECT_EQ(next(), "READY=1");
+  daemon_.Signal(SIGHUP);
+  EXPECT_EQ(next(), "RELOADING=1");
+  EXPECT_EQ(next(), "READY=1");
+  daemon_.Signal(SIGTERM);
+  EXPECT_EQ(next(), "STOPPING=1");
+  EXPECT_EQ(daemon_.Wait(10s), 0);
+  ::close(fd);
 }
 
 TEST_F(DinamodTest, InvalidConfigAtStartExitsWithCode2) {
