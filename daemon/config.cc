@@ -452,14 +452,16 @@ Config ParseConfig(const std::string& text, const std::string& name) {
                         "rules"});
   try {
     // Defaults first: rules are checked against them.
-    if (root["defaults"]) ReadDefaults(r, root["defaults"], c);
-    if (root["input"]) ReadInput(r, root["input"], c);
-    if (root["output"]) ReadOutput(r, root["output"], c);
-    if (root["control"]) ReadControl(r, root["control"], c);
-    if (root["http"]) ReadHttp(r, root["http"], c);
-    if (root["state"]) ReadState(r, root["state"], c);
-    if (root["log"]) ReadLog(r, root["log"], c);
-    if (root["rules"]) ReadRules(r, root["rules"], c);
+    // An empty section ("log:" and nothing under it) means its defaults.
+    const auto present = [&](const char* key) { return root[key] && !root[key].IsNull(); };
+    if (present("defaults")) ReadDefaults(r, root["defaults"], c);
+    if (present("input")) ReadInput(r, root["input"], c);
+    if (present("output")) ReadOutput(r, root["output"], c);
+    if (present("control")) ReadControl(r, root["control"], c);
+    if (present("http")) ReadHttp(r, root["http"], c);
+    if (present("state")) ReadState(r, root["state"], c);
+    if (present("log")) ReadLog(r, root["log"], c);
+    if (present("rules")) ReadRules(r, root["rules"], c);
   } catch (const YAML::Exception& e) {
     throw ConfigError(name + ": " + e.what());
   }

@@ -80,6 +80,10 @@ defaults:
   EXPECT_EQ(c.defaults.min_entries, 100.0);
 }
 
+TEST(Config, EmptySectionMeansItsDefaults) {
+  EXPECT_EQ(ParseConfig(kMinimal + "log:\nrules:\n", "t").log_level, "info");
+}
+
 TEST(Config, UnknownKeyIsRefusedNamingKeyAndFile) {
   const std::string e = ErrorOf(kMinimal + "defaults:\n  treshold: 2\n");
   EXPECT_NE(e.find("test.yaml"), std::string::npos) << e;

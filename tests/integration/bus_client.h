@@ -170,6 +170,7 @@ class DaemonProcess {
   std::string config_path() const { return (dir_ / "dinamod.yaml").string(); }
   std::filesystem::path state_dir() const { return dir_ / "state"; }
   int readout() const { return readout_; }
+  void set_readout(int port) { readout_ = port; }
   int output() const { return output_; }
   int control() const { return control_; }
   int http() const { return http_; }
@@ -221,7 +222,7 @@ class Bus {
     zmq::send_multipart(pub_, parts);
   }
 
-  // Probes until the daemon answers anything: then its SUB is connected to us.
+  // Probes until a probe's verdict comes back: then the daemon's SUB is connected to us.
   bool WaitReady(DaemonProcess& d, std::chrono::seconds timeout = 15s) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (int i = 0; std::chrono::steady_clock::now() < deadline; ++i) {
@@ -231,13 +232,20 @@ class Bus {
       const auto stamp = std::chrono::steady_clock::now().time_since_epoch().count();
       Send(Make("probe/" + std::to_string(stamp) + "/" + std::to_string(i), 1,
                 {3, 4, 5, 6, 7, 8, 9, 3, 4, 5}));
-      std::vector<zmq::message_t> frames;
-      if (Poll(200ms) && zmq::recv_multipart(sub_, std::back_inserter(frames))) {
-        while (Poll(50ms)) {
-          frames.clear();
-          (void)zmq::recv_multipart(sub_, std::back_inserter(frames));
+      // A probe's verdict, not just a heartbeat: the daemon's input reaches us too.
+      const auto until = std::chrono::steady_clock::now() + 200ms;
+      while (std::chrono::steady_clock::now() < until) {
+        std::vector<zmq::message_t> frames;
+        if (!Poll(50ms) || !zmq::recv_multipart(sub_, std::back_inserter(frames))) {
+          continue;
         }
-        return true;
+        if (frames[0].to_string().rfind("verdict/probe/", 0) == 0) {
+          while (Poll(50ms)) {
+            frames.clear();
+            (void)zmq::recv_multipart(sub_, std::back_inserter(frames));
+          }
+          return true;
+        }
       }
     }
     return false;
@@ -278,15 +286,27 @@ class Bus {
 };
 
 // One command to the daemon's control socket; nothing when it does not answer in time.
-inline std::optional<v1::Reply> Call(const DaemonProcess& d, const v1::Command& command) {
+// With `curve` = {server public, client public, client secret} the client speaks CurveZMQ.
+struct CurveClient {
+  std::string server_public, client_public, client_secret;
+};
+
+inline std::optional<v1::Reply> Call(const DaemonProcess& d, const v1::Command& command,
+                                     const std::optional<CurveClient>& curve = std::nullopt,
+                                     std::chrono::milliseconds timeout = 5s) {
   zmq::context_t ctx;
   zmq::socket_t req(ctx, zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
+  if (curve) {
+    req.set(zmq::sockopt::curve_serverkey, curve->server_public);
+    req.set(zmq::sockopt::curve_publickey, curve->client_public);
+    req.set(zmq::sockopt::curve_secretkey, curve->client_secret);
+  }
   req.connect(Tcp(d.control()));
   req.send(zmq::buffer(command.SerializeAsString()));
   zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
   zmq::message_t reply;
-  if (zmq::poll(&item, 1, 5s) <= 0 || !req.recv(reply)) {
+  if (zmq::poll(&item, 1, timeout) <= 0 || !req.recv(reply)) {
     return std::nullopt;
   }
   v1::Reply r;

@@ -133,6 +133,22 @@ TEST_F(DinamodTest, SighupChangesTheThreshold) {
   EXPECT_EQ(MetricValue(Metrics(), "dinamo_config_reloads_total"), 1.0);
 }
 
+TEST_F(DinamodTest, SighupMovesTheInputToANewEndpoint) {
+  StartWith(1.0);
+  Stream(*bus_, "RICH/Hits", 0, 20);
+  ASSERT_EQ(bus_->Collect("RICH/Hits", 1, 20).size(), 20u);
+  bus_.reset();
+  daemon_.set_readout(FreePort());
+  daemon_.WriteConfig(daemon_.ConfigText(1.0));
+  daemon_.Signal(SIGHUP);
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  Stream(*bus_, "RICH/Hits", 20, 40);
+  const auto got = bus_->Collect("RICH/Hits", 21, 40);
+  EXPECT_LE(WorstError(got, 21, 40), 1e-9);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
 TEST_F(DinamodTest, BrokenConfigOnSighupIsRefusedAndTheDaemonGoesOn) {
   StartWith(2.5);
   daemon_.WriteConfig(daemon_.ConfigText(4.0));
@@ -297,6 +313,34 @@ TEST_F(DinamodTest, ControlSocketAnswersStatusAndTemplate) {
   ASSERT_TRUE(l);
   EXPECT_FALSE(l->ok());
   EXPECT_EQ(l->error(), "not implemented yet");
+}
+
+TEST_F(DinamodTest, CurveControlAnswersOnlyListedClients) {
+  char server_pub[41], server_sec[41], ok_pub[41], ok_sec[41], other_pub[41], other_sec[41];
+  ASSERT_EQ(zmq_curve_keypair(server_pub, server_sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(ok_pub, ok_sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(other_pub, other_sec), 0);
+  std::string config = daemon_.ConfigText(1.0);
+  const std::string bind = "control:\n  bind: \"" + Tcp(daemon_.control()) + "\"\n";
+  config.replace(config.find(bind), bind.size(),
+                 bind + "  curve:\n    server_public_key: \"" + server_pub +
+                     "\"\n    server_secret_key: \"" + server_sec +
+                     "\"\n    allowed_clients: [\"" + ok_pub + "\"]\n");
+  daemon_.WriteConfig(config);
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+
+  v1::Command status;
+  status.mutable_status();
+  const auto allowed = Call(daemon_, status, CurveClient{server_pub, ok_pub, ok_sec});
+  ASSERT_TRUE(allowed);
+  EXPECT_TRUE(allowed->ok());
+  EXPECT_FALSE(Call(daemon_, status, CurveClient{server_pub, other_pub, other_sec}, 1500ms));
+  EXPECT_FALSE(Call(daemon_, status, std::nullopt, 1500ms));
+  EXPECT_TRUE(daemon_.Alive());
+  EXPECT_EQ(MetricValue(Metrics(), "dinamo_control_clients_refused_total"), 1.0);
+  EXPECT_EQ(daemon_.Stop(), 0);
 }
 
 TEST_F(DinamodTest, HttpEndpointsServeMetricsHealthAndStatus) {
