@@ -115,7 +115,8 @@ class TransformerModel final : public TemplateModel {
   std::unique_ptr<TransformerModel> CloneTransformer() const;
 
   // Remembers a good run without training (the daemon trains elsewhere). Refuses an empty
-  // observation, a binning that differs, and a run not after the last one recorded.
+  // observation, a binning that differs, and a run not after the last one recorded. Only the
+  // last K + M good runs are kept: all that training and the scoring of later runs read.
   bool Record(std::int64_t run, const Observation& obs);
 
   // Training steps on the K most recent good runs until early stopping. Nothing to train on
