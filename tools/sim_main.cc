@@ -206,7 +206,7 @@ std::string DefaultSource() {
 
 class Publisher {
  public:
-  Publisher(const Options& o) : socket_(context_, zmq::socket_type::pub), options_(o) {
+  explicit Publisher(const Options& o) : socket_(context_, zmq::socket_type::pub), options_(o) {
     // Nothing may be dropped on the way out: no high-water mark, and a bounded linger so
     // that the last messages still leave when the program ends.
     socket_.set(zmq::sockopt::sndhwm, 0);
