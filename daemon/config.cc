@@ -1,7 +1,5 @@
 #include "config.h"
 
-#include <fnmatch.h>
-
 #include <charconv>
 #include <cmath>
 #include <fstream>
@@ -12,6 +10,8 @@
 
 #include <yaml-cpp/yaml.h>
 #include <zmq.h>
+
+#include <fnmatch.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -113,9 +113,9 @@ class Reader {
   std::string file_;
 };
 
-const std::set<std::string> kSettingKeys = {"method",      "alpha",        "threshold",
-                                            "warning_threshold",  "warmup_runs",
-                                            "auto_accept", "journal_runs", "min_entries"};
+const std::set<std::string> kSettingKeys = {
+    "method",      "alpha",       "threshold",    "warning_threshold",
+    "warmup_runs", "auto_accept", "journal_runs", "min_entries"};
 
 std::string CheckedMethod(const Reader& r, const YAML::Node& node, const std::string& key) {
   const std::string method = r.String(node, key);
@@ -151,8 +151,7 @@ double CheckedAlpha(const Reader& r, const YAML::Node& node, const std::string& 
 }
 
 // Reads the setting keys of `defaults` or of one rule into `rule` (all optional there).
-void ReadSettingKeys(const Reader& r, const YAML::Node& node, const std::string& key,
-                     Rule& rule) {
+void ReadSettingKeys(const Reader& r, const YAML::Node& node, const std::string& key, Rule& rule) {
   for (const auto& item : node) {
     const std::string name = item.first.as<std::string>();
     const std::string path = Reader::Join(key, name);
@@ -181,27 +180,42 @@ void ReadSettingKeys(const Reader& r, const YAML::Node& node, const std::string&
 }
 
 void Overlay(const Rule& rule, HistogramSettings& s) {
-  if (rule.method) s.method = *rule.method;
-  if (rule.alpha) s.alpha = *rule.alpha;
-  if (rule.threshold) s.threshold = *rule.threshold;
-  if (rule.warning_threshold) s.warning_threshold = *rule.warning_threshold;
-  if (rule.warmup_runs) s.warmup_runs = *rule.warmup_runs;
-  if (rule.auto_accept) s.auto_accept = *rule.auto_accept;
-  if (rule.journal_runs) s.journal_runs = *rule.journal_runs;
-  if (rule.min_entries) s.min_entries = *rule.min_entries;
+  if (rule.method) {
+    s.method = *rule.method;
+  }
+  if (rule.alpha) {
+    s.alpha = *rule.alpha;
+  }
+  if (rule.threshold) {
+    s.threshold = *rule.threshold;
+  }
+  if (rule.warning_threshold) {
+    s.warning_threshold = *rule.warning_threshold;
+  }
+  if (rule.warmup_runs) {
+    s.warmup_runs = *rule.warmup_runs;
+  }
+  if (rule.auto_accept) {
+    s.auto_accept = *rule.auto_accept;
+  }
+  if (rule.journal_runs) {
+    s.journal_runs = *rule.journal_runs;
+  }
+  if (rule.min_entries) {
+    s.min_entries = *rule.min_entries;
+  }
 }
 
 void CheckWarning(const Reader& r, const HistogramSettings& s, const std::string& key) {
   if (s.warning_threshold && *s.warning_threshold > s.threshold) {
-    r.Fail(key + ".warning_threshold", "must not exceed threshold (" +
-                                           std::to_string(s.threshold) + ")");
+    r.Fail(key + ".warning_threshold",
+           "must not exceed threshold (" + std::to_string(s.threshold) + ")");
   }
 }
 
 void ReadInput(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "input");
-  r.OnlyKeys(node, "input",
-             {"connect", "bind", "subscribe", "max_message_bytes", "receive_hwm"});
+  r.OnlyKeys(node, "input", {"connect", "bind", "subscribe", "max_message_bytes", "receive_hwm"});
   if (node["connect"]) {
     c.input_connect = r.Strings(node["connect"], "input.connect");
   }
@@ -219,8 +233,8 @@ void ReadInput(const Reader& r, const YAML::Node& node, Config& c) {
     }
   }
   if (node["receive_hwm"]) {
-    c.input_receive_hwm = static_cast<int>(r.Unsigned(node["receive_hwm"], "input.receive_hwm",
-                                                      std::numeric_limits<int>::max()));
+    c.input_receive_hwm = static_cast<int>(
+        r.Unsigned(node["receive_hwm"], "input.receive_hwm", std::numeric_limits<int>::max()));
   }
   for (std::size_t i = 0; i < c.input_connect.size(); ++i) {
     if (auto why = CheckEndpoint(c.input_connect[i], false)) {
@@ -280,8 +294,7 @@ void ReadControl(const Reader& r, const YAML::Node& node, Config& c) {
     return;
   }
   r.RequireMap(curve, "control.curve");
-  r.OnlyKeys(curve, "control.curve",
-             {"server_public_key", "server_secret_key", "allowed_clients"});
+  r.OnlyKeys(curve, "control.curve", {"server_public_key", "server_secret_key", "allowed_clients"});
   CurveConfig cc;
   for (const char* k : {"server_public_key", "server_secret_key"}) {
     const std::string path = std::string("control.curve.") + k;
@@ -367,12 +380,12 @@ void ReadLog(const Reader& r, const YAML::Node& node, Config& c) {
   if (!node["level"]) {
     return;
   }
-  static const std::set<std::string> kLevels = {"trace", "debug", "info", "warn",
+  static const std::set<std::string> kLevels = {"trace", "debug",    "info", "warn",
                                                 "error", "critical", "off"};
   c.log_level = r.String(node["level"], "log.level");
   if (!kLevels.contains(c.log_level)) {
-    r.Fail("log.level", "must be trace, debug, info, warn, error, critical or off, got '" +
-                            c.log_level + "'");
+    r.Fail("log.level",
+           "must be trace, debug, info, warn, error, critical or off, got '" + c.log_level + "'");
   }
 }
 
@@ -448,20 +461,35 @@ Config ParseConfig(const std::string& text, const std::string& name) {
     throw ConfigError(name + ": empty configuration");
   }
   r.RequireMap(root, "(top level)");
-  r.OnlyKeys(root, "", {"input", "output", "control", "http", "state", "log", "defaults",
-                        "rules"});
+  r.OnlyKeys(root, "", {"input", "output", "control", "http", "state", "log", "defaults", "rules"});
   try {
     // Defaults first: rules are checked against them.
     // An empty section ("log:" and nothing under it) means its defaults.
     const auto present = [&](const char* key) { return root[key] && !root[key].IsNull(); };
-    if (present("defaults")) ReadDefaults(r, root["defaults"], c);
-    if (present("input")) ReadInput(r, root["input"], c);
-    if (present("output")) ReadOutput(r, root["output"], c);
-    if (present("control")) ReadControl(r, root["control"], c);
-    if (present("http")) ReadHttp(r, root["http"], c);
-    if (present("state")) ReadState(r, root["state"], c);
-    if (present("log")) ReadLog(r, root["log"], c);
-    if (present("rules")) ReadRules(r, root["rules"], c);
+    if (present("defaults")) {
+      ReadDefaults(r, root["defaults"], c);
+    }
+    if (present("input")) {
+      ReadInput(r, root["input"], c);
+    }
+    if (present("output")) {
+      ReadOutput(r, root["output"], c);
+    }
+    if (present("control")) {
+      ReadControl(r, root["control"], c);
+    }
+    if (present("http")) {
+      ReadHttp(r, root["http"], c);
+    }
+    if (present("state")) {
+      ReadState(r, root["state"], c);
+    }
+    if (present("log")) {
+      ReadLog(r, root["log"], c);
+    }
+    if (present("rules")) {
+      ReadRules(r, root["rules"], c);
+    }
   } catch (const YAML::Exception& e) {
     throw ConfigError(name + ": " + e.what());
   }

@@ -5,11 +5,11 @@
 #include <set>
 
 #include <boost/asio/post.hpp>
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <zmq_addon.hpp>
 
 #include "systemd_notify.h"
+#include <nlohmann/json.hpp>
 
 namespace dinamo::daemon {
 namespace {
@@ -217,8 +217,8 @@ void Daemon::SetUpInput() {
   input_monitor_ = std::make_unique<WatchedSocket>(io_, zmq_, zmq::socket_type::pair);
   input_monitor_->socket().connect(kMonitorEndpoint);
 
-  subscribed_ = config_->input_subscribe.empty() ? std::vector<std::string>{""}
-                                                 : config_->input_subscribe;
+  subscribed_ =
+      config_->input_subscribe.empty() ? std::vector<std::string>{""} : config_->input_subscribe;
   for (const std::string& prefix : subscribed_) {
     s.set(zmq::sockopt::subscribe, prefix);
   }
@@ -351,8 +351,8 @@ void Daemon::LogRejection(const Rejection& r) {
     return;
   }
   if (s.count > 0) {
-    spdlog::warn("message refused reason={} histogram=\"{}\" detail=\"{}\" suppressed={}",
-                 r.reason, Printable(r.histogram), Printable(r.detail), s.count);
+    spdlog::warn("message refused reason={} histogram=\"{}\" detail=\"{}\" suppressed={}", r.reason,
+                 Printable(r.histogram), Printable(r.detail), s.count);
   } else {
     spdlog::warn("message refused reason={} histogram=\"{}\" detail=\"{}\"", r.reason,
                  Printable(r.histogram), Printable(r.detail));
@@ -365,8 +365,8 @@ void Daemon::FlushSuppressed(bool force) {
   const auto now = Clock::now();
   for (auto& [reason, s] : suppressed_) {
     if (s.count > 0 && (force || now - s.last_logged >= kLogEvery)) {
-      spdlog::warn("message refused reason={} suppressed={} (repeats since the last line)",
-                   reason, s.count);
+      spdlog::warn("message refused reason={} suppressed={} (repeats since the last line)", reason,
+                   s.count);
       s.count = 0;
       s.last_logged = now;
     }
@@ -420,17 +420,18 @@ void Daemon::CheckDropped() {
   // on a frame over ZMQ_MAXMSGSIZE or another protocol error. We connect again ourselves.
   DrainMonitor();
   for (auto it = disconnected_.begin(); it != disconnected_.end();) {
-    const bool ours = std::find(connected_.begin(), connected_.end(), it->first) !=
-                      connected_.end();
+    const bool ours =
+        std::find(connected_.begin(), connected_.end(), it->first) != connected_.end();
     if (!ours || Clock::now() - it->second < kRetryGrace) {
       it = ours ? std::next(it) : disconnected_.erase(it);
       continue;
     }
     metrics_.Reject("transport_dropped");
-    spdlog::warn("message refused reason=transport_dropped endpoint={} detail=\"connection "
-                 "dropped by the transport (a frame over {} bytes or a protocol error)\"; "
-                 "connecting again",
-                 it->first, config_->input_max_message_bytes * kTransportLimitFactor);
+    spdlog::warn(
+        "message refused reason=transport_dropped endpoint={} detail=\"connection "
+        "dropped by the transport (a frame over {} bytes or a protocol error)\"; "
+        "connecting again",
+        it->first, config_->input_max_message_bytes * kTransportLimitFactor);
     try {
       zmq_disconnect(input_->socket().handle(), it->first.c_str());
       input_->socket().connect(it->first);
@@ -527,9 +528,8 @@ void Daemon::WaitControl() {
 void Daemon::DrainControl() {
   try {
     std::vector<zmq::message_t> request;
-    while (!stopping_ &&
-           zmq::recv_multipart(control_->socket(), std::back_inserter(request),
-                               zmq::recv_flags::dontwait)) {
+    while (!stopping_ && zmq::recv_multipart(control_->socket(), std::back_inserter(request),
+                                             zmq::recv_flags::dontwait)) {
       ++metrics_.control_requests;
       const v1::Reply reply = Answer(request.empty() ? std::string() : request[0].to_string());
       reply.SerializeToString(&buffer_);
@@ -615,18 +615,21 @@ void Daemon::DrainZap() {
         ++metrics_.control_refusals;
         const auto now = Clock::now();
         if (now - last_zap_log_ >= kLogEvery) {
-          spdlog::warn("control client refused address={} (not in control.curve.allowed_clients)"
-                       " refused_total={}",
-                       Printable(request.size() > 3 ? request[3].to_string() : std::string()),
-                       metrics_.control_refusals);
+          spdlog::warn(
+              "control client refused address={} (not in control.curve.allowed_clients)"
+              " refused_total={}",
+              Printable(request.size() > 3 ? request[3].to_string() : std::string()),
+              metrics_.control_refusals);
           last_zap_log_ = now;
         }
       }
       std::array<zmq::const_buffer, 6> reply = {
-          zmq::str_buffer("1.0"),   zmq::buffer(id),
+          zmq::str_buffer("1.0"),
+          zmq::buffer(id),
           allowed ? zmq::str_buffer("200") : zmq::str_buffer("400"),
           allowed ? zmq::str_buffer("OK") : zmq::str_buffer("client key not allowed"),
-          zmq::str_buffer(""),      zmq::str_buffer("")};
+          zmq::str_buffer(""),
+          zmq::str_buffer("")};
       zmq::send_multipart(zap_->socket(), reply);
       request.clear();
     }
@@ -698,10 +701,14 @@ void Daemon::ApplyEndpoints(const Config& old_config, const Config& c) {
   // Subscriptions, connections and binds: only the differences.
   const auto subs = c.input_subscribe.empty() ? std::vector<std::string>{""} : c.input_subscribe;
   for (const std::string& p : AsSet(subscribed_)) {
-    if (!AsSet(subs).contains(p)) in.set(zmq::sockopt::unsubscribe, p);
+    if (!AsSet(subs).contains(p)) {
+      in.set(zmq::sockopt::unsubscribe, p);
+    }
   }
   for (const std::string& p : AsSet(subs)) {
-    if (!AsSet(subscribed_).contains(p)) in.set(zmq::sockopt::subscribe, p);
+    if (!AsSet(subscribed_).contains(p)) {
+      in.set(zmq::sockopt::subscribe, p);
+    }
   }
   subscribed_ = subs;
   for (const std::string& e : AsSet(connected_)) {
@@ -718,7 +725,9 @@ void Daemon::ApplyEndpoints(const Config& old_config, const Config& c) {
   }
   connected_ = c.input_connect;
   for (const std::string& e : AsSet(bound_)) {
-    if (!AsSet(c.input_bind).contains(e)) zmq_unbind(in.handle(), e.c_str());
+    if (!AsSet(c.input_bind).contains(e)) {
+      zmq_unbind(in.handle(), e.c_str());
+    }
   }
   std::vector<std::string> bound;
   for (const std::string& e : c.input_bind) {
@@ -823,7 +832,9 @@ std::string Daemon::StatusJson() const {
   j["messages_rejected"] = metrics_.RejectedTotal();
   nlohmann::json reasons = nlohmann::json::object();
   for (const auto& [reason, n] : metrics_.rejected) {
-    if (n > 0) reasons[reason] = n;
+    if (n > 0) {
+      reasons[reason] = n;
+    }
   }
   j["rejected_by_reason"] = reasons;
   j["verdicts_published"] = metrics_.verdicts_published;

@@ -27,10 +27,9 @@ class Session : public std::enable_shared_from_this<Session> {
   void Read() {
     request_ = {};
     stream_.expires_after(std::chrono::seconds(10));
-    http::async_read(stream_, buffer_, request_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) {
-                       self->OnRead(ec);
-                     });
+    http::async_read(
+        stream_, buffer_, request_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->OnRead(ec); });
   }
 
   void OnRead(beast::error_code ec) {
@@ -84,18 +83,18 @@ struct HttpServer::Impl : std::enable_shared_from_this<HttpServer::Impl> {
       : io(context), handler(std::make_shared<HttpHandler>(std::move(h))) {}
 
   void Accept() {
-    acceptor->async_accept([self = shared_from_this(), acc = acceptor](
-                               beast::error_code ec, tcp::socket socket) {
-      if (ec == asio::error::operation_aborted || !acc->is_open()) {
-        return;  // closed
-      }
-      if (!ec) {
-        std::make_shared<Session>(std::move(socket), self->handler)->Start();
-      }
-      if (self->acceptor == acc) {
-        self->Accept();
-      }
-    });
+    acceptor->async_accept(
+        [self = shared_from_this(), acc = acceptor](beast::error_code ec, tcp::socket socket) {
+          if (ec == asio::error::operation_aborted || !acc->is_open()) {
+            return;  // closed
+          }
+          if (!ec) {
+            std::make_shared<Session>(std::move(socket), self->handler)->Start();
+          }
+          if (self->acceptor == acc) {
+            self->Accept();
+          }
+        });
   }
 
   asio::io_context& io;

@@ -48,8 +48,7 @@ int main(int argc, char** argv) {
   }
   spdlog::info("dinamod starting version={} config={}", dinamo::daemon::Version(), config_path);
   spdlog::info("config loaded file={} rules={} method={} threshold={} auto_accept={} log_level={}",
-               config_path, config.rules.size(), config.defaults.method,
-               config.defaults.threshold,
+               config_path, config.rules.size(), config.defaults.method, config.defaults.threshold,
                dinamo::daemon::AutoAcceptName(config.defaults.auto_accept), config.log_level);
 
   try {

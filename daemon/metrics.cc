@@ -60,8 +60,9 @@ std::string RenderPrometheus(const Metrics& m, const MetricsGauges& g) {
   out.reserve(4096);
   Counter(out, "dinamo_histograms_received_total", "Histogram messages taken from the bus",
           m.histograms_received);
-  out += "# HELP dinamo_rejected_messages_total Messages refused, by reason\n"
-         "# TYPE dinamo_rejected_messages_total counter\n";
+  out +=
+      "# HELP dinamo_rejected_messages_total Messages refused, by reason\n"
+      "# TYPE dinamo_rejected_messages_total counter\n";
   for (const auto& [reason, n] : m.rejected) {
     fmt::format_to(std::back_inserter(out), "dinamo_rejected_messages_total{{reason=\"{}\"}} {}\n",
                    reason, n);
@@ -71,8 +72,7 @@ std::string RenderPrometheus(const Metrics& m, const MetricsGauges& g) {
   Counter(out, "dinamo_alarms_cleared_total", "Alarms cleared", m.alarms_cleared);
   Counter(out, "dinamo_template_resets_total", "Templates reset by a change of binning",
           m.templates_reset);
-  Counter(out, "dinamo_heartbeats_published_total", "Heartbeats published",
-          m.heartbeats_published);
+  Counter(out, "dinamo_heartbeats_published_total", "Heartbeats published", m.heartbeats_published);
   Counter(out, "dinamo_snapshots_written_total", "Snapshots written", m.snapshots_written);
   Counter(out, "dinamo_snapshot_failures_total", "Snapshots that could not be written",
           m.snapshot_failures);

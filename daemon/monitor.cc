@@ -13,9 +13,9 @@ namespace dinamo::daemon {
 namespace {
 
 constexpr std::array<std::string_view, 17> kReasons = {
-    "frame_count",  "oversized",      "empty_body",        "malformed",     "empty_name",
-    "topic_mismatch", "run_unset",    "no_counts",         "nan_count",     "infinite_count",
-    "negative_count", "bad_axes",     "shape_mismatch",    "run_repeated",  "run_out_of_order",
+    "frame_count",       "oversized",        "empty_body",     "malformed",    "empty_name",
+    "topic_mismatch",    "run_unset",        "no_counts",      "nan_count",    "infinite_count",
+    "negative_count",    "bad_axes",         "shape_mismatch", "run_repeated", "run_out_of_order",
     "run_already_final", "transport_dropped"};
 
 std::span<const double> CountsOf(const v1::Histogram& h) {
@@ -32,9 +32,15 @@ std::string CountsReason(const v1::Histogram& h) {
     return "no_counts";
   }
   for (double c : h.counts()) {
-    if (std::isnan(c)) return "nan_count";
-    if (std::isinf(c)) return "infinite_count";
-    if (c < 0.0) return "negative_count";
+    if (std::isnan(c)) {
+      return "nan_count";
+    }
+    if (std::isinf(c)) {
+      return "infinite_count";
+    }
+    if (c < 0.0) {
+      return "negative_count";
+    }
   }
   return "bad_counts";
 }
@@ -106,19 +112,18 @@ MonitorResult Monitor::OnMessage(std::span<const std::string_view> frames,
   MonitorResult result;
   const std::string topic = frames.empty() ? std::string() : std::string(frames[0]);
   if (frames.size() != 2) {
-    result.rejection = Refuse("frame_count",
-                              "expected 2 frames (topic, body), got " +
-                                  std::to_string(frames.size()),
-                              topic);
+    result.rejection =
+        Refuse("frame_count",
+               "expected 2 frames (topic, body), got " + std::to_string(frames.size()), topic);
     return result;
   }
   const std::size_t size = frames[0].size() + frames[1].size();
   const std::size_t limit = settings_.config().input_max_message_bytes;
   if (size > limit) {
-    result.rejection = Refuse("oversized",
-                              std::to_string(size) + " bytes, more than input.max_message_bytes=" +
-                                  std::to_string(limit),
-                              topic);
+    result.rejection = Refuse(
+        "oversized",
+        std::to_string(size) + " bytes, more than input.max_message_bytes=" + std::to_string(limit),
+        topic);
     return result;
   }
   if (frames[1].empty()) {
@@ -171,10 +176,10 @@ std::optional<Rejection> Monitor::Check(std::string_view topic, const v1::Histog
   }
   const std::uint64_t last_final = it->second->last_final_run;
   if (h.final() && h.run() <= last_final) {
-    return Refuse(h.run() == last_final ? "run_repeated" : "run_out_of_order",
-                  "final run " + std::to_string(h.run()) + " after final run " +
-                      std::to_string(last_final),
-                  name);
+    return Refuse(
+        h.run() == last_final ? "run_repeated" : "run_out_of_order",
+        "final run " + std::to_string(h.run()) + " after final run " + std::to_string(last_final),
+        name);
   }
   if (!h.final() && h.run() <= last_final) {
     return Refuse("run_already_final",
@@ -232,9 +237,10 @@ void Monitor::ApplySettings(Track& track) {
   track.settings = &settings_.For(track.name);
   track.generation = generation_;
   if (track.settings->method != track.model->method()) {
-    spdlog::warn("method change ignored histogram={} method={} configured={} "
-                 "(takes effect when the template is reset)",
-                 track.name, track.model->method(), track.settings->method);
+    spdlog::warn(
+        "method change ignored histogram={} method={} configured={} "
+        "(takes effect when the template is reset)",
+        track.name, track.model->method(), track.settings->method);
   }
   if (auto* ewma = dynamic_cast<EwmaModel*>(track.model.get())) {
     ewma->mutable_state().alpha = track.settings->alpha;
@@ -295,8 +301,8 @@ std::optional<v1::Alarm> Monitor::UpdateAlarm(Track& track, const v1::Verdict& v
   if (severity == v1::SEVERITY_UNDEFINED) {
     return std::nullopt;  // cannot tell: the alarm stays where it is
   }
-  const bool active = a.state() == v1::ALARM_STATE_UNACKNOWLEDGED ||
-                      a.state() == v1::ALARM_STATE_ACKNOWLEDGED;
+  const bool active =
+      a.state() == v1::ALARM_STATE_UNACKNOWLEDGED || a.state() == v1::ALARM_STATE_ACKNOWLEDGED;
   v1::AlarmEvent event = v1::ALARM_EVENT_UNSPECIFIED;
   if (severity == v1::SEVERITY_MAJOR) {
     a.set_consecutive_anomalous(a.consecutive_anomalous() + 1);

@@ -14,13 +14,14 @@
 #include <string_view>
 #include <vector>
 
-#include "config.h"
-#include "dinamo/observation.h"
-#include "dinamo/template_model.h"
 #include "dinamo/v1/control.pb.h"
 #include "dinamo/v1/histogram.pb.h"
 #include "dinamo/v1/state.pb.h"
 #include "dinamo/v1/verdict.pb.h"
+
+#include "config.h"
+#include "dinamo/observation.h"
+#include "dinamo/template_model.h"
 
 namespace dinamo::daemon {
 
@@ -78,8 +79,8 @@ class Monitor {
   std::optional<Rejection> Check(std::string_view topic, const v1::Histogram& h) const;
   Track& TrackFor(const v1::Histogram& h, std::int64_t now_unix_ns, MonitorResult& result);
   void ApplySettings(Track& track);
-  bool ShouldLearn(const v1::Histogram& h, const HistogramSettings& s, bool warmup,
-                   bool judgeable, bool anomalous) const;
+  bool ShouldLearn(const v1::Histogram& h, const HistogramSettings& s, bool warmup, bool judgeable,
+                   bool anomalous) const;
   void FillPulls(v1::Verdict& verdict, const Expectation& expected) const;
   std::optional<v1::Alarm> UpdateAlarm(Track& track, const v1::Verdict& verdict,
                                        std::int64_t now_unix_ns) const;

@@ -1,8 +1,5 @@
 #include "snapshot_store.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +8,9 @@
 
 #include <boost/crc.hpp>
 #include <spdlog/spdlog.h>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace dinamo::daemon {
 namespace {

@@ -62,9 +62,7 @@ double WatchFd(int n) {
     }
     wait();
   };
-  wait = [&] {
-    fd.async_wait(asio::posix::stream_descriptor::wait_read, [&](auto) { drain(); });
-  };
+  wait = [&] { fd.async_wait(asio::posix::stream_descriptor::wait_read, [&](auto) { drain(); }); };
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   go = true;
   wait();

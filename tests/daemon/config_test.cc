@@ -1,10 +1,9 @@
 #include "config.h"
 
-#include <zmq.h>
-
 #include <string>
 
 #include <gtest/gtest.h>
+#include <zmq.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -91,8 +90,7 @@ TEST(Config, UnknownKeyIsRefusedNamingKeyAndFile) {
 }
 
 TEST(Config, UnknownTopLevelKeyIsRefused) {
-  EXPECT_NE(ErrorOf(kMinimal + "outputs:\n  bind: tcp://*:1\n").find("outputs"),
-            std::string::npos);
+  EXPECT_NE(ErrorOf(kMinimal + "outputs:\n  bind: tcp://*:1\n").find("outputs"), std::string::npos);
 }
 
 TEST(Config, AlphaOutsideUnitIntervalIsRefused) {
@@ -133,8 +131,7 @@ TEST(Config, UnparsableEndpointsAreRefused) {
             std::string::npos);
   EXPECT_NE(ErrorOf(kMinimal + "http:\n  bind: 127.0.0.1:99999\n").find("http.bind"),
             std::string::npos);
-  EXPECT_NE(ErrorOf(kMinimal + "http:\n  bind: \"8080\"\n").find("http.bind"),
-            std::string::npos);
+  EXPECT_NE(ErrorOf(kMinimal + "http:\n  bind: \"8080\"\n").find("http.bind"), std::string::npos);
 }
 
 TEST(Config, InputWithoutEndpointIsRefused) {
@@ -142,8 +139,8 @@ TEST(Config, InputWithoutEndpointIsRefused) {
 }
 
 TEST(Config, BrokenYamlAppendedToAValidFileIsRefused) {
-  const std::string e = ErrorOf(kMinimal + "defaults:\n  threshold: 2\n" +
-                                "defaults: [this is: not valid\n");
+  const std::string e =
+      ErrorOf(kMinimal + "defaults:\n  threshold: 2\n" + "defaults: [this is: not valid\n");
   EXPECT_NE(e.find("test.yaml"), std::string::npos) << e;
 }
 
@@ -220,18 +217,19 @@ rules:
 }
 
 TEST(Rules, NameWithoutMatchingRuleGetsDefaults) {
-  const Config c = ParseConfig(kMinimal + "defaults:\n  threshold: 1.5\nrules:\n"
-                                          "  - match: \"A/?\"\n    threshold: 9\n",
+  const Config c = ParseConfig(kMinimal +
+                                   "defaults:\n  threshold: 1.5\nrules:\n"
+                                   "  - match: \"A/?\"\n    threshold: 9\n",
                                "t");
   EXPECT_EQ(ResolveSettings(c, "A/xy").threshold, 1.5);
   EXPECT_EQ(ResolveSettings(c, "A/x").threshold, 9.0);
 }
 
 TEST(Rules, ResolverRecomputesAfterReset) {
-  auto first = std::make_shared<const Config>(
-      ParseConfig(kMinimal + "defaults:\n  threshold: 1.0\n", "t"));
-  auto second = std::make_shared<const Config>(
-      ParseConfig(kMinimal + "defaults:\n  threshold: 2.5\n", "t"));
+  auto first =
+      std::make_shared<const Config>(ParseConfig(kMinimal + "defaults:\n  threshold: 1.0\n", "t"));
+  auto second =
+      std::make_shared<const Config>(ParseConfig(kMinimal + "defaults:\n  threshold: 2.5\n", "t"));
   SettingsResolver resolver(first);
   EXPECT_EQ(resolver.For("X").threshold, 1.0);
   EXPECT_EQ(resolver.For("X").threshold, 1.0);  // cached

@@ -36,13 +36,11 @@ TEST(Metrics, LatencyBucketsAreCumulative) {
   m.verdict_latency.Observe(2e-3);
   m.verdict_latency.Observe(5.0);
   const std::string text = RenderPrometheus(m, MetricsGauges{});
-  EXPECT_NE(text.find("dinamo_verdict_latency_seconds_bucket{le=\"5e-05\"} 1\n"),
-            std::string::npos)
+  EXPECT_NE(text.find("dinamo_verdict_latency_seconds_bucket{le=\"5e-05\"} 1\n"), std::string::npos)
       << text;
   EXPECT_NE(text.find("dinamo_verdict_latency_seconds_bucket{le=\"0.0025\"} 2\n"),
             std::string::npos);
-  EXPECT_NE(text.find("dinamo_verdict_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
-            std::string::npos);
+  EXPECT_NE(text.find("dinamo_verdict_latency_seconds_bucket{le=\"+Inf\"} 3\n"), std::string::npos);
   EXPECT_NE(text.find("dinamo_verdict_latency_seconds_count 3\n"), std::string::npos);
 }
 

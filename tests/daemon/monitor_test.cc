@@ -65,10 +65,10 @@ class MonitorTest : public ::testing::Test {
     return monitor_.Template(name)->learned_runs();
   }
 
-  std::shared_ptr<const Config> config_ = std::make_shared<const Config>(ParseConfig(
-      "input:\n  connect: [\"tcp://127.0.0.1:5550\"]\n"
-      "defaults:\n  warmup_runs: 0\n  auto_accept: always\n",
-      "test.yaml"));
+  std::shared_ptr<const Config> config_ = std::make_shared<const Config>(
+      ParseConfig("input:\n  connect: [\"tcp://127.0.0.1:5550\"]\n"
+                  "defaults:\n  warmup_runs: 0\n  auto_accept: always\n",
+                  "test.yaml"));
   SettingsResolver resolver_{config_};
   Monitor monitor_{resolver_};
 };
@@ -115,12 +115,17 @@ TEST_F(MonitorTest, EveryKindOfBadInputIsRefusedAndChangesNothing) {
       {"one frame", {"A/h"}, "frame_count"},
       {"three frames", {"A/h", with([](auto&) {}), "x"}, "frame_count"},
       {"empty body", {"A/h", ""}, "empty_body"},
-      {"axes mismatch", {"A/h", with([](auto& h) { h.mutable_axes(0)->set_bins(30); })},
+      {"axes mismatch",
+       {"A/h", with([](auto& h) { h.mutable_axes(0)->set_bins(30); })},
        "shape_mismatch"},
       {"nan", {"A/h", with([&](auto& h) { h.set_counts(3, nan); })}, "nan_count"},
       {"inf", {"A/h", with([&](auto& h) { h.set_counts(3, inf); })}, "infinite_count"},
       {"negative", {"A/h", with([](auto& h) { h.set_counts(3, -1.0); })}, "negative_count"},
-      {"no counts", {"A/h", with([](auto& h) { h.clear_counts(); h.clear_axes(); })},
+      {"no counts",
+       {"A/h", with([](auto& h) {
+          h.clear_counts();
+          h.clear_axes();
+        })},
        "no_counts"},
       {"empty name", {"", with([](auto& h) { h.set_name(""); })}, "empty_name"},
       {"topic differs", {"A/other", with([](auto&) {})}, "topic_mismatch"},
@@ -128,7 +133,11 @@ TEST_F(MonitorTest, EveryKindOfBadInputIsRefusedAndChangesNothing) {
       {"repeated run", {"A/h", with([](auto& h) { h.set_run(5); })}, "run_repeated"},
       {"older run", {"A/h", with([](auto& h) { h.set_run(4); })}, "run_out_of_order"},
       {"non-final of final run",
-       {"A/h", with([](auto& h) { h.set_run(5); h.set_final(false); })}, "run_already_final"},
+       {"A/h", with([](auto& h) {
+          h.set_run(5);
+          h.set_final(false);
+        })},
+       "run_already_final"},
       {"oversized", {"A/h", std::string((16u << 20) + 1, 'x')}, "oversized"},
   };
   for (const BadCase& c : cases) {
@@ -337,8 +346,8 @@ TEST_F(MonitorTest, VerdictsMatchTheReferenceImplementation) {
   for (std::size_t i = 0; i < 300; ++i) {
     const RunRecord& r = table.runs[i];
     const v1::Label label = r.label == Label::kGood ? v1::LABEL_GOOD : v1::LABEL_BAD;
-    const MonitorResult m = Send(Hist("T/h", static_cast<std::uint64_t>(r.run) + 1, r.counts,
-                                      label));
+    const MonitorResult m =
+        Send(Hist("T/h", static_cast<std::uint64_t>(r.run) + 1, r.counts, label));
     ASSERT_TRUE(m.verdict) << "run " << r.run;
     const double want = chi2.at(r.run);
     EXPECT_LE(std::abs(m.verdict->chi2() - want) / std::abs(want), 1e-9) << "run " << r.run;

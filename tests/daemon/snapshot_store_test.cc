@@ -1,13 +1,13 @@
 #include "snapshot_store.h"
 
-#include <unistd.h>
-
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 
 #include <gtest/gtest.h>
+
+#include <unistd.h>
 
 namespace dinamo::daemon {
 namespace {

@@ -4,13 +4,6 @@
 // as a child process (killed whatever happens), a readout PUB, a console SUB, a control REQ
 // and a tiny HTTP GET.
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -23,13 +16,19 @@
 #include <thread>
 #include <vector>
 
+#include "dinamo/v1/control.pb.h"
+#include "dinamo/v1/histogram.pb.h"
+#include "dinamo/v1/verdict.pb.h"
 #include <gtest/gtest.h>
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
-#include "dinamo/v1/control.pb.h"
-#include "dinamo/v1/histogram.pb.h"
-#include "dinamo/v1/verdict.pb.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace dinamo::testing {
 
@@ -76,8 +75,8 @@ class DaemonProcess {
 
   std::string ConfigText(double threshold, const std::string& extra_input = "") const {
     std::ostringstream c;
-    c << "input:\n  connect: [\"" << Tcp(readout_) << "\"]\n" << extra_input
-      << "output:\n  bind: \"" << Tcp(output_) << "\"\n  heartbeat_s: 0.2\n"
+    c << "input:\n  connect: [\"" << Tcp(readout_) << "\"]\n"
+      << extra_input << "output:\n  bind: \"" << Tcp(output_) << "\"\n  heartbeat_s: 0.2\n"
       << "control:\n  bind: \"" << Tcp(control_) << "\"\n"
       << "http:\n  bind: \"127.0.0.1:" << http_ << "\"\n"
       << "state:\n  directory: \"" << (dir_ / "state").string()

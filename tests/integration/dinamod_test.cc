@@ -1,7 +1,5 @@
 // The real dinamod on loopback, driven as the readout and a console would drive it.
 
-#include <sys/un.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +13,7 @@
 
 #include "bus_client.h"
 #include "dinamo/run_table.h"
+#include <sys/un.h>
 
 namespace dinamo::testing {
 namespace {
@@ -42,9 +41,7 @@ const std::map<std::uint64_t, double>& Golden() {
   return chi2;
 }
 
-std::string TestName() {
-  return ::testing::UnitTest::GetInstance()->current_test_info()->name();
-}
+std::string TestName() { return ::testing::UnitTest::GetInstance()->current_test_info()->name(); }
 
 // Publishes toy runs [first, last) (dataset indices) under `name` with their labels.
 void Stream(Bus& bus, const std::string& name, std::size_t first, std::size_t last) {
@@ -324,8 +321,8 @@ TEST_F(DinamodTest, CurveControlAnswersOnlyListedClients) {
   const std::string bind = "control:\n  bind: \"" + Tcp(daemon_.control()) + "\"\n";
   config.replace(config.find(bind), bind.size(),
                  bind + "  curve:\n    server_public_key: \"" + server_pub +
-                     "\"\n    server_secret_key: \"" + server_sec +
-                     "\"\n    allowed_clients: [\"" + ok_pub + "\"]\n");
+                     "\"\n    server_secret_key: \"" + server_sec + "\"\n    allowed_clients: [\"" +
+                     ok_pub + "\"]\n");
   daemon_.WriteConfig(config);
   daemon_.Start();
   bus_ = std::make_unique<Bus>(daemon_);
