@@ -197,6 +197,43 @@ TEST(ConsoleCommand, StatusPrintsTheDaemonsAnswer) {
   EXPECT_NE(r.output.find("templates=12"), std::string::npos) << r.output;
 }
 
+TEST(ConsoleCommand, AlarmsPrintsOneRowPerAlarm) {
+  v1::Command seen;
+  const auto r = RunCommandAgainst("--alarms --prefix VELO/", [&](const v1::Command& c) {
+    seen = c;
+    v1::Reply reply;
+    reply.set_ok(true);
+    *reply.mutable_alarms()->add_alarms() = RaisedAlarm("VELO/ClusterSize", 3);
+    *reply.mutable_alarms()->add_alarms() = RaisedAlarm("VELO/ResidualX", 4);
+    reply.mutable_alarms()->set_last_sequence(4);
+    return reply;
+  });
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_TRUE(seen.has_get_alarms());
+  EXPECT_EQ(seen.get_alarms().prefix(), "VELO/");
+  EXPECT_NE(r.output.find("VELO/ResidualX"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("2 alarms, last_sequence=4"), std::string::npos) << r.output;
+}
+
+TEST(ConsoleCommand, TemplatePrintsEveryBin) {
+  const auto r = RunCommandAgainst("--template ECAL/Occupancy", [](const v1::Command& c) {
+    v1::Reply reply;
+    reply.set_ok(c.get_template().histogram() == "ECAL/Occupancy");
+    auto* t = reply.mutable_template_();
+    t->set_histogram("ECAL/Occupancy");
+    for (int b = 0; b < 3; ++b) {
+      t->add_mu(0.25 + 0.125 * b);
+      t->add_sigma(0.01);
+      t->add_last_pulls(-1.5 + b);
+    }
+    return reply;
+  });
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("template ECAL/Occupancy"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("     2            0.5           0.01     +0.500"), std::string::npos)
+      << r.output;
+}
+
 TEST(ConsoleCommand, LabelSendsHistogramRunAndLabel) {
   v1::Command seen;
   const auto r =
