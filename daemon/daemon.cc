@@ -146,7 +146,9 @@ Daemon::~Daemon() {
 
 void Daemon::Restore() {
   int problems = 0;
-  auto loaded = store_.Load(problems);
+  auto loaded = store_.Load(problems, [this](const v1::Snapshot& snapshot) {
+    return monitor_.RestoreFrom(snapshot);  // all or nothing: a refusal changes no state
+  });
   if (!loaded) {
     if (problems > 0) {
       spdlog::error("no valid snapshot in directory={}: starting with no templates",
@@ -155,11 +157,6 @@ void Daemon::Restore() {
       spdlog::info("no snapshot in directory={}: starting with no templates",
                    config_->state_directory);
     }
-    return;
-  }
-  if (auto why = monitor_.RestoreFrom(loaded->snapshot)) {
-    spdlog::error("snapshot refused file={} reason=\"{}\": starting with no templates",
-                  loaded->file, *why);
     return;
   }
   sequence_ = loaded->snapshot.last_sequence();

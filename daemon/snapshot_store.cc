@@ -151,13 +151,19 @@ std::optional<v1::Snapshot> SnapshotStore::ReadOne(const std::string& path, bool
   return snapshot;
 }
 
-std::optional<LoadedSnapshot> SnapshotStore::Load(int& problems) {
+std::optional<LoadedSnapshot> SnapshotStore::Load(int& problems, const Accept& accept) {
   problems = 0;
   current_valid_ = false;
   for (const std::string& path : {current_, previous_}) {
     bool existed = false;
     std::string why;
     auto snapshot = ReadOne(path, existed, why);
+    if (snapshot && accept) {
+      if (auto refused = accept(*snapshot)) {
+        why = *refused;
+        snapshot.reset();
+      }
+    }
     if (snapshot) {
       current_valid_ = path == current_;
       return LoadedSnapshot{std::move(*snapshot), path};

@@ -6,6 +6,7 @@
 // previous one. Nothing is ever half-loaded.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,9 +34,13 @@ class SnapshotStore {
   const std::string& current_path() const { return current_; }
   const std::string& previous_path() const { return previous_; }
 
-  // The newest valid generation. Every refused file is logged at error level with its path and
-  // why; `problems` counts them. Nothing when neither is valid (or none exists).
-  std::optional<LoadedSnapshot> Load(int& problems);
+  // Says why a decoded snapshot cannot be used (its content is inconsistent), or nothing.
+  using Accept = std::function<std::optional<std::string>(const v1::Snapshot&)>;
+
+  // The newest generation that decodes and that `accept` takes (the caller restores from it
+  // inside `accept`). Every refused file is logged at error level with its path and why;
+  // `problems` counts them. Nothing when neither is usable (or none exists).
+  std::optional<LoadedSnapshot> Load(int& problems, const Accept& accept = nullptr);
 
   // Writes `snapshot` as the new current generation; the old current one (when it was valid)
   // becomes the previous. Returns the reason on failure; the files on disk stay consistent.

@@ -90,6 +90,19 @@ TEST_F(SnapshotStoreTest, CorruptNewestFallsBackToThePrevious) {
   ASSERT_TRUE(prev) << why;
 }
 
+TEST_F(SnapshotStoreTest, SnapshotTheCallerRefusesFallsBackToThePrevious) {
+  SnapshotStore store(dir_.string());
+  ASSERT_FALSE(store.Write(Make(1)));
+  ASSERT_FALSE(store.Write(Make(2)));
+  int problems = 0;
+  const auto loaded = SnapshotStore(dir_.string()).Load(problems, [](const v1::Snapshot& s) {
+    return s.last_sequence() == 2 ? std::optional<std::string>("inconsistent") : std::nullopt;
+  });
+  ASSERT_TRUE(loaded);
+  EXPECT_EQ(problems, 1);
+  EXPECT_EQ(loaded->snapshot.last_sequence(), 1u);
+}
+
 TEST_F(SnapshotStoreTest, TruncatedFileIsRefused) {
   SnapshotStore store(dir_.string());
   ASSERT_FALSE(store.Write(Make(1)));
