@@ -201,54 +201,38 @@ struct Counts {
   std::uint64_t printed = 0;
 };
 
+// Reads one message of type Message, notes its sequence number and counts it in `count`;
+// prints it when `print` is set. Returns false when the body is not a Message.
 template <typename Message>
-bool Parse(const zmq::message_t& body, Message& m) {
-  return m.ParseFromArray(body.data(), static_cast<int>(body.size()));
+bool Take(const zmq::message_t& body, bool print, void (*printer)(const Message&),
+          std::uint64_t& count, SequenceWatch& watch, Counts& n) {
+  Message m;
+  if (!m.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+    return false;
+  }
+  watch.Saw(m.sequence());
+  ++count;
+  if (print) {
+    printer(m);
+    ++n.printed;
+  }
+  return true;
 }
 
-// Handles one message; returns false when it could not be read.
+// Handles one message; returns false when it could not be read. Unknown topics are ignored.
 bool Handle(std::string_view topic, const zmq::message_t& body, const Options& o,
             SequenceWatch& watch, Counts& n) {
   if (topic.starts_with("alarm/")) {
-    dinamo::v1::Alarm a;
-    if (!Parse(body, a)) {
-      return false;
-    }
-    watch.Saw(a.sequence());
-    ++n.alarms;
-    PrintAlarm(a);
-    ++n.printed;
-  } else if (topic.starts_with("verdict/")) {
-    dinamo::v1::Verdict v;
-    if (!Parse(body, v)) {
-      return false;
-    }
-    watch.Saw(v.sequence());
-    ++n.verdicts;
-    PrintVerdict(v);
-    ++n.printed;
-  } else if (topic.starts_with("run/")) {
-    dinamo::v1::RunSummary r;
-    if (!Parse(body, r)) {
-      return false;
-    }
-    watch.Saw(r.sequence());
-    ++n.summaries;
-    if (o.summaries) {
-      PrintSummary(r);
-      ++n.printed;
-    }
-  } else if (topic == "heartbeat") {
-    dinamo::v1::Heartbeat h;
-    if (!Parse(body, h)) {
-      return false;
-    }
-    watch.Saw(h.sequence());
-    ++n.heartbeats;
-    if (o.heartbeats) {
-      PrintHeartbeat(h);
-      ++n.printed;
-    }
+    return Take(body, true, PrintAlarm, n.alarms, watch, n);
+  }
+  if (topic.starts_with("verdict/")) {
+    return Take(body, true, PrintVerdict, n.verdicts, watch, n);
+  }
+  if (topic.starts_with("run/")) {
+    return Take(body, o.summaries, PrintSummary, n.summaries, watch, n);
+  }
+  if (topic == "heartbeat") {
+    return Take(body, o.heartbeats, PrintHeartbeat, n.heartbeats, watch, n);
   }
   return true;
 }
