@@ -56,6 +56,7 @@ struct Options {
   std::size_t runs = 5000;
   std::uint64_t seed = 0;
   std::vector<std::size_t> bins;
+  std::vector<double> range = {-5.0, 5.0};  // histogram axis; the Gaussian is in its units
   std::string sampling;
 };
 
@@ -65,6 +66,9 @@ Sampling SamplingOf(const std::string& name, Sampling fallback) {
   }
   return name == "events" ? Sampling::kEvents : Sampling::kMultinomial;
 }
+
+// The paper's 1 to 19 dead bins are for 100 bins; other binnings lose the same share.
+int DeadBinsFor(std::size_t bins) { return std::max(1, static_cast<int>(19 * bins / 100)); }
 
 // OUT.csv -> OUT_truth.csv, beside it.
 std::string TruthPathFor(const std::string& csv) {
@@ -78,6 +82,9 @@ int WriteCsv(const Options& o) {
   }
   dinamo::ToyModelConfig config;
   config.bins = o.bins.empty() ? 100 : o.bins.front();
+  config.low = o.range[0];
+  config.high = o.range[1];
+  config.max_dead_bins = DeadBinsFor(config.bins);
   config.sampling = SamplingOf(o.sampling, Sampling::kEvents);
   const dinamo::ToyDataset data = dinamo::GenerateToyDataset(o.seed, o.runs, config);
 
@@ -159,6 +166,9 @@ std::vector<Stream> MakeStreams(const Options& o) {
   for (std::size_t i = 0; i < o.histograms; ++i) {
     dinamo::ToyModelConfig config;
     config.bins = bins[i % bins.size()];
+    config.low = o.range[0];
+    config.high = o.range[1];
+    config.max_dead_bins = DeadBinsFor(config.bins);
     config.sampling = SamplingOf(o.sampling, Sampling::kMultinomial);
     // Histogram i draws what `dinamo-sim --csv --seed S+i` with the same bins and sampling
     // writes, so a bus test can compare with an offline replay.
@@ -373,8 +383,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--bins", o.bins,
                  "bin counts, cycled over the histograms (default 100 for --csv, 100 50 on the "
-                 "bus)")
+                 "bus); anomalous runs lose up to 19 % of the bins")
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 24));
+  app.add_option("--range", o.range, "histogram axis LOW HIGH (the toy Gaussian is near 0)")
+      ->expected(2)
+      ->capture_default_str();
   app.add_option("--sampling", o.sampling,
                  "events (draw every value) or multinomial (draw the bin counts; default on the "
                  "bus)")
