@@ -114,8 +114,8 @@ class Reader {
 };
 
 const std::set<std::string> kSettingKeys = {
-    "method",      "alpha",       "threshold",    "warning_threshold",
-    "warmup_runs", "auto_accept", "journal_runs", "min_entries"};
+    "method",       "alpha",       "threshold", "warning_threshold", "warmup_runs",
+    "auto_accept",  "journal_runs", "min_entries", "on_delay",         "off_delay"};
 
 std::string CheckedMethod(const Reader& r, const YAML::Node& node, const std::string& key) {
   const std::string method = r.String(node, key);
@@ -175,6 +175,12 @@ void ReadSettingKeys(const Reader& r, const YAML::Node& node, const std::string&
       if (*rule.min_entries < 0.0) {
         r.Fail(path, "must not be negative, got " + v.Scalar());
       }
+    } else if (name == "on_delay" || name == "off_delay") {
+      const auto runs = static_cast<std::uint32_t>(r.Unsigned(v, path, 1000));
+      if (runs == 0) {
+        r.Fail(path, "must be at least 1 run");
+      }
+      (name == "on_delay" ? rule.on_delay : rule.off_delay) = runs;
     }
   }
 }
@@ -203,6 +209,12 @@ void Overlay(const Rule& rule, HistogramSettings& s) {
   }
   if (rule.min_entries) {
     s.min_entries = *rule.min_entries;
+  }
+  if (rule.on_delay) {
+    s.on_delay = *rule.on_delay;
+  }
+  if (rule.off_delay) {
+    s.off_delay = *rule.off_delay;
   }
 }
 
@@ -250,7 +262,7 @@ void ReadInput(const Reader& r, const YAML::Node& node, Config& c) {
 
 void ReadOutput(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "output");
-  r.OnlyKeys(node, "output", {"bind", "heartbeat_s", "send_hwm"});
+  r.OnlyKeys(node, "output", {"bind", "heartbeat_s", "send_hwm", "run_summary_after_s"});
   if (node["bind"]) {
     c.output_bind = r.String(node["bind"], "output.bind");
   }
@@ -267,6 +279,13 @@ void ReadOutput(const Reader& r, const YAML::Node& node, Config& c) {
     c.output_send_hwm = static_cast<int>(
         r.Unsigned(node["send_hwm"], "output.send_hwm", std::numeric_limits<int>::max()));
   }
+  if (node["run_summary_after_s"]) {
+    c.run_summary_after_s =
+        r.FiniteDouble(node["run_summary_after_s"], "output.run_summary_after_s");
+    if (c.run_summary_after_s < 0.1 || c.run_summary_after_s > 86400.0) {
+      r.Fail("output.run_summary_after_s", "must be in [0.1, 86400] seconds");
+    }
+  }
 }
 
 void CheckZ85Key(const Reader& r, const std::string& key, const std::string& value) {
@@ -280,17 +299,43 @@ void CheckZ85Key(const Reader& r, const std::string& key, const std::string& val
   }
 }
 
+// ipc, inproc and tcp on a loopback address.
+bool IsLocalEndpoint(const std::string& endpoint) {
+  const auto sep = endpoint.find("://");
+  if (endpoint.compare(0, sep, "tcp") != 0) {
+    return true;
+  }
+  std::string host = endpoint.substr(sep + 3, endpoint.rfind(':') - sep - 3);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
+}
+
 void ReadControl(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "control");
-  r.OnlyKeys(node, "control", {"bind", "curve"});
+  r.OnlyKeys(node, "control", {"bind", "curve", "allow_remote"});
   if (node["bind"]) {
     c.control_bind = r.String(node["bind"], "control.bind");
   }
   if (auto why = CheckEndpoint(c.control_bind, true)) {
     r.Fail("control.bind", *why);
   }
+  if (node["allow_remote"]) {
+    if (!YAML::convert<bool>::decode(node["allow_remote"], c.control_allow_remote)) {
+      r.Fail("control.allow_remote", "must be true or false");
+    }
+  }
   const YAML::Node curve = node["curve"];
   if (!curve || curve.IsNull()) {
+    // Anyone who reaches the socket may label runs and silence alarms: off loopback only when
+    // the configuration says so.
+    if (!c.control_allow_remote && !IsLocalEndpoint(c.control_bind)) {
+      r.Fail("control.bind",
+             "'" + c.control_bind +
+                 "' is not loopback and control.curve is not set; configure control.curve or "
+                 "set control.allow_remote: true");
+    }
     return;
   }
   r.RequireMap(curve, "control.curve");

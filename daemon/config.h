@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dinamo/journalled_template.h"
 #include "dinamo/template_model.h"
 
 namespace dinamo::daemon {
@@ -25,7 +26,9 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-enum class AutoAccept { kBelowThreshold, kNever, kAlways };
+// The learning policy of the library (journalled_template.h), so that the daemon and the replay
+// tool decide alike.
+using AutoAccept = dinamo::AutoAccept;
 
 std::string_view AutoAcceptName(AutoAccept policy);
 
@@ -38,8 +41,12 @@ struct HistogramSettings {
   std::optional<double> warning_threshold;
   std::uint64_t warmup_runs = 10;
   AutoAccept auto_accept = AutoAccept::kBelowThreshold;
-  std::uint64_t journal_runs = 50;
+  std::uint64_t journal_runs = 100;
   double min_entries = 0.0;
+  // Alarm delays (dinamo::AlarmSettings): raise after on_delay anomalous verdicts in a row,
+  // clear after off_delay normal ones (chatter suppression).
+  std::uint32_t on_delay = 1;
+  std::uint32_t off_delay = 1;
 
   bool operator==(const HistogramSettings&) const = default;
 };
@@ -55,6 +62,8 @@ struct Rule {
   std::optional<AutoAccept> auto_accept;
   std::optional<std::uint64_t> journal_runs;
   std::optional<double> min_entries;
+  std::optional<std::uint32_t> on_delay;
+  std::optional<std::uint32_t> off_delay;
 };
 
 struct CurveConfig {
@@ -76,9 +85,14 @@ struct Config {
   std::string output_bind = "tcp://127.0.0.1:5551";
   double heartbeat_s = 5.0;
   int output_send_hwm = 100000;
+  // A run's summary is published once every histogram of the previous run sent its final for
+  // it, or this long after its first final.
+  double run_summary_after_s = 30.0;
 
   std::string control_bind = "tcp://127.0.0.1:5552";
   std::optional<CurveConfig> control_curve;
+  // Without curve, a control endpoint other than loopback needs this set.
+  bool control_allow_remote = false;
 
   std::string http_host = "127.0.0.1";
   std::uint16_t http_port = 8080;

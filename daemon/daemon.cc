@@ -113,6 +113,7 @@ Daemon::Daemon(Config config)
       signals_(io_, SIGHUP, SIGTERM, SIGINT),
       heartbeat_timer_(io_),
       snapshot_timer_(io_),
+      housekeeping_timer_(io_),
       drop_timer_(io_) {
   config_loaded_unix_ns_ = NowUnixNs();
   for (std::string_view reason : RejectionReasons()) {
@@ -246,6 +247,7 @@ int Daemon::Run() {
   WaitSignals();
   ArmHeartbeat();
   ArmSnapshot();
+  ArmHousekeeping();
   spdlog::info("dinamod running version={} config={} templates={}", Version(), config_->file,
                monitor_.templates());
   NotifySystemd("READY=1");
@@ -314,8 +316,10 @@ void Daemon::HandleMessage(Clock::time_point received) {
 void Daemon::PublishResult(MonitorResult& result, Clock::time_point received) {
   if (result.reset_alarm) {
     ++metrics_.templates_reset;
-    result.reset_alarm->set_sequence(++sequence_);
-    Publish("alarm/" + result.reset_alarm->histogram(), *result.reset_alarm);
+    PublishAlarm(*result.reset_alarm);
+  }
+  if (result.unshelved_alarm) {
+    PublishAlarm(*result.unshelved_alarm);
   }
   if (result.verdict) {
     result.verdict->set_sequence(++sequence_);
@@ -330,13 +334,49 @@ void Daemon::PublishResult(MonitorResult& result, Clock::time_point received) {
     if (result.verdict) {
       result.alarm->mutable_verdict()->set_sequence(result.verdict->sequence());
     }
-    result.alarm->set_sequence(++sequence_);
-    Publish("alarm/" + result.alarm->histogram(), *result.alarm);
-    if (result.alarm->event() == v1::ALARM_EVENT_RAISED) {
-      ++metrics_.alarms_raised;
-    } else if (result.alarm->event() == v1::ALARM_EVENT_CLEARED) {
-      ++metrics_.alarms_cleared;
+    PublishAlarm(*result.alarm);
+  }
+  if (result.summary) {
+    PublishSummary(*result.summary);
+  }
+}
+
+void Daemon::PublishAlarm(v1::Alarm& alarm) {
+  alarm.set_sequence(++sequence_);
+  Publish("alarm/" + alarm.histogram(), alarm);
+  if (alarm.event() == v1::ALARM_EVENT_RAISED) {
+    ++metrics_.alarms_raised;
+  } else if (alarm.event() == v1::ALARM_EVENT_CLEARED) {
+    ++metrics_.alarms_cleared;
+  }
+}
+
+void Daemon::PublishSummary(v1::RunSummary& summary) {
+  summary.set_sequence(++sequence_);
+  Publish("run/" + std::to_string(summary.run()), summary);
+  spdlog::info("run summary run={} histograms={} none={} minor={} major={} undefined={} "
+               "invalid={}",
+               summary.run(), summary.histograms(), summary.none(), summary.minor(),
+               summary.major(), summary.undefined(), summary.invalid());
+}
+
+void Daemon::ArmHousekeeping() {
+  housekeeping_timer_.expires_after(std::chrono::seconds(1));
+  housekeeping_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (!ec && !stopping_) {
+      Housekeeping();
+      ArmHousekeeping();
     }
+  });
+}
+
+void Daemon::Housekeeping() {
+  const std::int64_t now = NowUnixNs();
+  for (v1::Alarm& alarm : monitor_.ExpireShelving(now)) {
+    PublishAlarm(alarm);
+  }
+  for (v1::RunSummary& summary : monitor_.DueSummaries(now, config_->run_summary_after_s)) {
+    PublishSummary(summary);
   }
 }
 
@@ -564,14 +604,65 @@ v1::Reply Daemon::Answer(const std::string& request) {
       *reply.mutable_template_() = std::move(*view);
       return reply;
     }
+    case v1::Command::kGetAlarms: {
+      v1::AlarmTable table = monitor_.Alarms(command.get_alarms().prefix());
+      table.set_last_sequence(sequence_);  // follow the PUB stream from after this one
+      reply.set_ok(true);
+      *reply.mutable_alarms() = std::move(table);
+      return reply;
+    }
     case v1::Command::ACTION_NOT_SET:
       reply.set_error("command has no action");
       return reply;
     default:
-      // TODO(#labels-and-alarms): labels, alarm lifecycle and rebaselining.
-      reply.set_error("not implemented yet");
+      break;
+  }
+
+  const Actor who{Printable(command.user()), Printable(command.host()),
+                  Printable(command.comment())};
+  const std::int64_t now = NowUnixNs();
+  CommandOutcome outcome;
+  switch (command.action_case()) {
+    case v1::Command::kSetLabel:
+      outcome = monitor_.SetLabel(command.set_label(), who);
+      break;
+    case v1::Command::kAcknowledge:
+      outcome = monitor_.Acknowledge(command.acknowledge().histogram(), who, now);
+      break;
+    case v1::Command::kShelve:
+      outcome = monitor_.Shelve(command.shelve().histogram(), command.shelve().until_unix_s(),
+                                who, now);
+      break;
+    case v1::Command::kUnshelve:
+      outcome = monitor_.Unshelve(command.unshelve().histogram(), who, now);
+      break;
+    case v1::Command::kDisable:
+      outcome = monitor_.Disable(command.disable().histogram(), who, now);
+      break;
+    case v1::Command::kEnable:
+      outcome = monitor_.Enable(command.enable().histogram(), who, now);
+      break;
+    case v1::Command::kRebaseline:
+      outcome = monitor_.Rebaseline(command.rebaseline().pattern(), who, now);
+      metrics_.templates_reset += outcome.affected;
+      break;
+    default:
+      reply.set_error("unknown action " + std::to_string(command.action_case()));
       return reply;
   }
+  if (outcome.refused) {
+    spdlog::info("control command refused action={} user={} host={} reason=\"{}\"",
+                 static_cast<int>(command.action_case()), who.user, who.host, *outcome.refused);
+    reply.set_error(*outcome.refused);
+    return reply;
+  }
+  for (v1::Alarm& alarm : outcome.alarms) {
+    PublishAlarm(alarm);
+  }
+  reply.set_ok(true);
+  reply.mutable_action()->set_affected(outcome.affected);
+  reply.mutable_action()->set_detail(outcome.detail);
+  return reply;
 }
 
 v1::DaemonStatus Daemon::Status() const {
@@ -785,6 +876,7 @@ void Daemon::Stop(int signal_number) {
   signals_.cancel(ignored);
   heartbeat_timer_.cancel();
   snapshot_timer_.cancel();
+  housekeeping_timer_.cancel();
   drop_timer_.cancel();
   http_->Close();
   control_.reset();

@@ -91,6 +91,11 @@ class Daemon {
 
   void Publish(const std::string& topic, const google::protobuf::MessageLite& body);
   void PublishResult(MonitorResult& result, Clock::time_point received);
+  void PublishAlarm(v1::Alarm& alarm);
+  void PublishSummary(v1::RunSummary& summary);
+  // Shelving that expires and run summaries that are due, once a second.
+  void ArmHousekeeping();
+  void Housekeeping();
   void ArmHeartbeat();
   void Heartbeat();
   void ArmSnapshot();
@@ -129,6 +134,7 @@ class Daemon {
   boost::asio::signal_set signals_;
   boost::asio::steady_timer heartbeat_timer_;
   boost::asio::steady_timer snapshot_timer_;
+  boost::asio::steady_timer housekeeping_timer_;
   boost::asio::steady_timer drop_timer_;
   std::map<std::string, Clock::time_point> disconnected_;  // connect endpoints awaiting a retry
 

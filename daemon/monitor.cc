@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 
+#include <fnmatch.h>
 #include <spdlog/spdlog.h>
 
 #include "dinamo/score.h"
@@ -77,14 +78,132 @@ std::unique_ptr<TemplateModel> MakeModel(std::size_t bins, const HistogramSettin
   return std::make_unique<EwmaModel>(bins, s.alpha);
 }
 
-v1::Severity SeverityOf(double s, const HistogramSettings& settings) {
-  if (s > settings.threshold) {
-    return v1::SEVERITY_MAJOR;
+std::unique_ptr<JournalledTemplate> MakeTemplate(std::size_t bins, const HistogramSettings& s) {
+  return std::make_unique<JournalledTemplate>(MakeModel(bins, s), s.journal_runs);
+}
+
+Label LabelOf(v1::Label label) {
+  switch (label) {
+    case v1::LABEL_GOOD:
+      return Label::kGood;
+    case v1::LABEL_BAD:
+      return Label::kBad;
+    default:
+      return Label::kUnknown;
   }
-  if (settings.warning_threshold && s > *settings.warning_threshold) {
-    return v1::SEVERITY_MINOR;
+}
+
+v1::Label ProtoLabel(Label label) {
+  return label == Label::kGood  ? v1::LABEL_GOOD
+         : label == Label::kBad ? v1::LABEL_BAD
+                                : v1::LABEL_UNSPECIFIED;
+}
+
+const char* LabelName(Label label) {
+  return label == Label::kGood ? "good" : label == Label::kBad ? "bad" : "unknown";
+}
+
+LearningPolicy PolicyOf(const HistogramSettings& s) {
+  LearningPolicy p;
+  p.auto_accept = s.auto_accept;
+  p.threshold = s.threshold;
+  p.warmup_runs = s.warmup_runs;
+  p.min_entries = s.min_entries;
+  return p;
+}
+
+// The library's enumerations are the proto's shifted by one (proto 0 is UNSPECIFIED); events
+// share their numbers.
+v1::AlarmState ProtoState(AlarmState s) {
+  return static_cast<v1::AlarmState>(static_cast<int>(s) + 1);
+}
+v1::Severity ProtoSeverity(Severity s) {
+  return static_cast<v1::Severity>(static_cast<int>(s) + 1);
+}
+v1::AlarmEvent ProtoEvent(AlarmEvent e) { return static_cast<v1::AlarmEvent>(static_cast<int>(e)); }
+
+Severity LibSeverity(v1::Severity s) {
+  return s == v1::SEVERITY_UNSPECIFIED ? Severity::kNone
+                                       : static_cast<Severity>(static_cast<int>(s) - 1);
+}
+
+// A new alpha (a reload) applies to the current template and to the journal's base, so that a
+// replay after a late label goes on with it.
+void SetAlpha(std::unique_ptr<JournalledTemplate>& t, double alpha) {
+  const auto* current = dynamic_cast<const EwmaModel*>(&t->model());
+  if (current == nullptr || current->state().alpha == alpha) {
+    return;
   }
-  return v1::SEVERITY_NONE;
+  auto with_alpha = [alpha](const TemplateModel& m) {
+    std::unique_ptr<TemplateModel> copy = m.Clone();
+    if (auto* ewma = dynamic_cast<EwmaModel*>(copy.get())) {
+      ewma->mutable_state().alpha = alpha;
+    }
+    return copy;
+  };
+  std::unique_ptr<TemplateModel> base = t->base() ? with_alpha(*t->base()) : nullptr;
+  t = std::make_unique<JournalledTemplate>(std::move(base), with_alpha(t->model()), t->journal(),
+                                           t->journal_runs());
+}
+
+void SaveEwma(const EwmaState& st, v1::EwmaTemplateState& es) {
+  es.set_alpha(st.alpha);
+  es.set_integral(st.integral);
+  es.set_learned_runs(st.learned_runs);
+  es.mutable_weight()->Add(st.weight.begin(), st.weight.end());
+  es.mutable_sum_mu()->Add(st.sum_mu.begin(), st.sum_mu.end());
+  es.mutable_sum_sigma()->Add(st.sum_sigma.begin(), st.sum_sigma.end());
+}
+
+// The sums of a snapshot, or why they cannot be used for a template of `bins` bins.
+std::optional<std::string> LoadEwma(const v1::EwmaTemplateState& es, std::uint64_t bins,
+                                    EwmaState& st) {
+  if (bins == 0 || static_cast<std::uint64_t>(es.weight_size()) != bins ||
+      es.sum_mu_size() != es.weight_size() || es.sum_sigma_size() != es.weight_size()) {
+    return "template sums do not match its axes";
+  }
+  if (!(es.alpha() >= 0.0 && es.alpha() <= 1.0)) {
+    return "alpha out of [0, 1]";
+  }
+  st.alpha = es.alpha();
+  st.integral = es.integral();
+  st.learned_runs = es.learned_runs();
+  st.weight.assign(es.weight().begin(), es.weight().end());
+  st.sum_mu.assign(es.sum_mu().begin(), es.sum_mu().end());
+  st.sum_sigma.assign(es.sum_sigma().begin(), es.sum_sigma().end());
+  return std::nullopt;
+}
+
+void SaveAlarm(const AlarmRecord& a, v1::AlarmRecord& out) {
+  out.set_state(ProtoState(a.state));
+  out.set_severity(ProtoSeverity(a.severity));
+  out.set_run(a.run);
+  out.set_raised_unix_ns(a.raised_unix_ns);
+  out.set_consecutive_anomalous(a.consecutive_anomalous);
+  out.set_shelved_until_unix_s(a.shelved_until_unix_s);
+  out.set_consecutive_normal(a.consecutive_normal);
+  out.set_active(a.active);
+}
+
+std::optional<std::string> LoadAlarm(const v1::AlarmRecord& in, AlarmRecord& a) {
+  const int state = static_cast<int>(in.state());
+  const int severity = static_cast<int>(in.severity());
+  if (state < 0 || state > static_cast<int>(AlarmState::kDisabled) + 1 || severity < 0 ||
+      severity > static_cast<int>(Severity::kInvalid) + 1) {
+    return "alarm state or severity out of range";
+  }
+  a.state = in.state() == v1::ALARM_STATE_UNSPECIFIED ? AlarmState::kNormal
+                                                       : static_cast<AlarmState>(state - 1);
+  a.severity = LibSeverity(in.severity());
+  a.run = in.run();
+  a.raised_unix_ns = in.raised_unix_ns();
+  a.consecutive_anomalous = in.consecutive_anomalous();
+  a.shelved_until_unix_s = in.shelved_until_unix_s();
+  a.consecutive_normal = in.consecutive_normal();
+  // Snapshots from before the lifecycle kept no condition: an active alarm had it holding.
+  a.active = in.active() || a.state == AlarmState::kUnacknowledged ||
+             a.state == AlarmState::kAcknowledged;
+  return std::nullopt;
 }
 
 }  // namespace
@@ -92,13 +211,17 @@ v1::Severity SeverityOf(double s, const HistogramSettings& settings) {
 struct Monitor::Track {
   std::string name;
   std::vector<v1::Axis> axes;
-  std::unique_ptr<TemplateModel> model;
-  std::uint64_t generation = 0;  // of the settings applied to the model
+  std::unique_ptr<JournalledTemplate> tmpl;  // the model and the journal of its final runs
+  std::uint64_t generation = 0;              // of the settings applied to the model
   const HistogramSettings* settings = nullptr;
   std::uint64_t last_final_run = 0;
   std::uint64_t last_run = 0;
   std::vector<double> last_pulls;
-  v1::AlarmRecord alarm;
+  AlarmRecord alarm;
+  // The last change of the alarm, the verdict behind it and who made it (shifter actions).
+  AlarmEvent alarm_event = AlarmEvent::kNone;
+  std::optional<v1::Verdict> alarm_verdict;
+  Actor actor;
 };
 
 std::span<const std::string_view> RejectionReasons() { return kReasons; }
@@ -200,10 +323,9 @@ Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, std::int64_t now_unix_
     track->axes = std::move(shape);
     track->settings = &settings_.For(h.name());
     track->generation = generation_;
-    track->model = MakeModel(h.counts_size(), *track->settings);
-    track->alarm.set_state(v1::ALARM_STATE_NORMAL);
-    spdlog::debug("template created histogram={} bins={} method={}", h.name(), h.counts_size(),
-                  track->model->method());
+    track->tmpl = MakeTemplate(h.counts_size(), *track->settings);
+    spdlog::debug("template created histogram={} bins={} method={} journal_runs={}", h.name(),
+                  h.counts_size(), track->tmpl->model().method(), track->settings->journal_runs);
     return *tracks_.emplace(h.name(), std::move(track)).first->second;
   }
 
@@ -211,21 +333,17 @@ Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, std::int64_t now_unix_
   ApplySettings(track);
   if (!SameBinning(track.axes, shape)) {
     spdlog::info("template reset histogram={} reason=binning_changed bins={}->{}", h.name(),
-                 track.model->bins(), h.counts_size());
+                 track.tmpl->model().bins(), h.counts_size());
     track.axes = std::move(shape);
-    track.model = MakeModel(h.counts_size(), *track.settings);
+    track.tmpl = MakeTemplate(h.counts_size(), *track.settings);
     track.last_pulls.clear();
-    v1::Alarm alarm;
-    alarm.set_histogram(h.name());
-    alarm.set_run(h.run());
-    alarm.set_event(v1::ALARM_EVENT_REBASELINED);
-    alarm.set_state(v1::ALARM_STATE_NORMAL);
-    alarm.set_severity(v1::SEVERITY_UNDEFINED);
-    alarm.set_time_unix_ns(now_unix_ns);
-    alarm.set_comment("binning changed: template reset");
-    track.alarm.Clear();
-    track.alarm.set_state(v1::ALARM_STATE_NORMAL);
-    result.reset_alarm = std::move(alarm);
+    dinamo::Rebaseline(track.alarm);
+    track.alarm.run = h.run();
+    track.alarm_event = AlarmEvent::kRebaselined;
+    track.alarm_verdict.reset();
+    track.actor = Actor{"", "", "binning changed: template reset"};
+    result.reset_alarm = AlarmMessage(track, now_unix_ns);
+    result.reset_alarm->set_severity(v1::SEVERITY_UNDEFINED);  // a fresh template cannot tell
   }
   return track;
 }
@@ -236,38 +354,16 @@ void Monitor::ApplySettings(Track& track) {
   }
   track.settings = &settings_.For(track.name);
   track.generation = generation_;
-  if (track.settings->method != track.model->method()) {
+  if (track.settings->method != track.tmpl->model().method()) {
     spdlog::warn(
         "method change ignored histogram={} method={} configured={} "
         "(takes effect when the template is reset)",
-        track.name, track.model->method(), track.settings->method);
+        track.name, track.tmpl->model().method(), track.settings->method);
   }
-  if (auto* ewma = dynamic_cast<EwmaModel*>(track.model.get())) {
-    ewma->mutable_state().alpha = track.settings->alpha;
+  SetAlpha(track.tmpl, track.settings->alpha);
+  if (track.tmpl->journal_runs() != track.settings->journal_runs) {
+    track.tmpl->set_journal_runs(track.settings->journal_runs);
   }
-}
-
-bool Monitor::ShouldLearn(const v1::Histogram& h, const HistogramSettings& s, bool warmup,
-                          bool judgeable, bool anomalous) const {
-  if (!h.final() || !judgeable) {
-    return false;
-  }
-  if (h.label() == v1::LABEL_GOOD) {
-    return true;
-  }
-  if (h.label() == v1::LABEL_BAD) {
-    return false;
-  }
-  switch (s.auto_accept) {
-    case AutoAccept::kAlways:
-      return true;
-    case AutoAccept::kNever:
-      return false;
-    case AutoAccept::kBelowThreshold:
-      // A template still warming up cannot judge; it learns from every run not called bad.
-      return warmup || !anomalous;
-  }
-  return false;
 }
 
 void Monitor::FillPulls(v1::Verdict& verdict, const Expectation& expected) const {
@@ -296,51 +392,41 @@ void Monitor::FillPulls(v1::Verdict& verdict, const Expectation& expected) const
 
 std::optional<v1::Alarm> Monitor::UpdateAlarm(Track& track, const v1::Verdict& verdict,
                                               std::int64_t now_unix_ns) const {
-  v1::AlarmRecord& a = track.alarm;
-  const v1::Severity severity = verdict.severity();
-  if (severity == v1::SEVERITY_UNDEFINED) {
-    return std::nullopt;  // cannot tell: the alarm stays where it is
-  }
-  const bool active =
-      a.state() == v1::ALARM_STATE_UNACKNOWLEDGED || a.state() == v1::ALARM_STATE_ACKNOWLEDGED;
-  v1::AlarmEvent event = v1::ALARM_EVENT_UNSPECIFIED;
-  if (severity == v1::SEVERITY_MAJOR) {
-    a.set_consecutive_anomalous(a.consecutive_anomalous() + 1);
-    if (!active) {
-      event = v1::ALARM_EVENT_RAISED;
-      a.set_state(v1::ALARM_STATE_UNACKNOWLEDGED);
-      a.set_raised_unix_ns(now_unix_ns);
-    }
-  } else {
-    a.set_consecutive_anomalous(0);
-    if (active) {
-      // TODO(#labels-and-alarms): latch as RETURNED_UNACKNOWLEDGED once acknowledging exists.
-      event = v1::ALARM_EVENT_CLEARED;
-      a.set_state(v1::ALARM_STATE_NORMAL);
-    }
-  }
-  a.set_severity(severity);
-  a.set_run(verdict.run());
-  if (event == v1::ALARM_EVENT_UNSPECIFIED) {
+  const HistogramSettings& s = *track.settings;
+  const AlarmSettings delays{s.on_delay, s.off_delay};
+  const AlarmEvent event = OnVerdict(track.alarm, LibSeverity(verdict.severity()), verdict.run(),
+                                     now_unix_ns, delays);
+  if (event == AlarmEvent::kNone) {
     return std::nullopt;
   }
+  track.alarm_event = event;
+  track.alarm_verdict = verdict;
+  track.actor = Actor{};
+  spdlog::info("alarm {} histogram={} run={} state={} severity={} s={:.3f} threshold={}",
+               AlarmEventName(event), track.name, verdict.run(), AlarmStateName(track.alarm.state),
+               SeverityName(track.alarm.severity), verdict.log_reduced_chi2(),
+               verdict.threshold());
+  return AlarmMessage(track, now_unix_ns);
+}
 
+v1::Alarm Monitor::AlarmMessage(const Track& track, std::int64_t now_unix_ns) const {
+  const AlarmRecord& a = track.alarm;
   v1::Alarm alarm;
   alarm.set_histogram(track.name);
-  alarm.set_run(verdict.run());
-  alarm.set_state(a.state());
-  alarm.set_severity(severity);
-  *alarm.mutable_verdict() = verdict;
-  alarm.set_event(event);
-  alarm.set_time_unix_ns(now_unix_ns);
-  alarm.set_raised_unix_ns(event == v1::ALARM_EVENT_RAISED ? a.raised_unix_ns() : 0);
-  alarm.set_consecutive_anomalous(a.consecutive_anomalous());
-  if (event == v1::ALARM_EVENT_CLEARED) {
-    a.set_raised_unix_ns(0);
+  alarm.set_run(a.run);
+  alarm.set_state(ProtoState(a.state));
+  alarm.set_severity(ProtoSeverity(a.severity));
+  if (track.alarm_verdict) {
+    *alarm.mutable_verdict() = *track.alarm_verdict;
   }
-  spdlog::info("alarm {} histogram={} run={} s={:.3f} threshold={}",
-               event == v1::ALARM_EVENT_RAISED ? "raised" : "cleared", track.name, verdict.run(),
-               verdict.log_reduced_chi2(), verdict.threshold());
+  alarm.set_event(ProtoEvent(track.alarm_event));
+  alarm.set_time_unix_ns(now_unix_ns);
+  alarm.set_raised_unix_ns(a.raised_unix_ns);
+  alarm.set_user(track.actor.user);
+  alarm.set_host(track.actor.host);
+  alarm.set_comment(track.actor.comment);
+  alarm.set_shelved_until_unix_s(a.shelved_until_unix_s);
+  alarm.set_consecutive_anomalous(a.consecutive_anomalous);
   return alarm;
 }
 
@@ -348,23 +434,48 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
                                    std::int64_t now_unix_ns) {
   MonitorResult result;
   if (auto rejection = Check(topic, h)) {
+    // A known histogram whose final is refused counts as INVALID in its run's summary; its
+    // template and alarm do not change (bad input never changes state).
+    if (h.final() && h.run() > 0 && tracks_.contains(h.name()) &&
+        rejection->reason.rfind("run_", 0) != 0 && rejection->reason != "topic_mismatch") {
+      result.summary = Tally(h.name(), h.run(), 0.0, v1::SEVERITY_INVALID, now_unix_ns);
+    }
     result.rejection = std::move(rejection);
     return result;
   }
 
   Track& track = TrackFor(h, now_unix_ns, result);
   const HistogramSettings& s = *track.settings;
-  TemplateModel& model = *track.model;
+  JournalledTemplate& tmpl = *track.tmpl;
   const auto run = static_cast<std::int64_t>(h.run());
+  if (dinamo::ExpireShelving(track.alarm, now_unix_ns) == AlarmEvent::kUnshelved) {
+    track.alarm_event = AlarmEvent::kUnshelved;
+    track.actor = Actor{"", "", "shelving expired"};
+    spdlog::info("alarm UNSHELVED histogram={} reason=expired", track.name);
+    result.unshelved_alarm = AlarmMessage(track, now_unix_ns);
+  }
 
   Normalise(CountsOf(h), obs_);
   pulls_.resize(obs_.bins());
-  const Score score = model.ScoreRun(run, obs_, pulls_);
-  model.Expect(run, expected_);
+  tmpl.model().Expect(run, expected_);  // the template before it learns from this run
+  const bool warmup = tmpl.model().learned_runs() < s.warmup_runs;
+  const std::string method(tmpl.model().method());
 
-  const bool warmup = model.learned_runs() < s.warmup_runs;
+  // Only a final run is journalled and may teach; a partial one is scored and nothing else.
+  Score score;
+  bool learned = false;
+  if (h.final()) {
+    const auto outcome =
+        tmpl.ScoreFinal(run, CountsOf(h), obs_, LabelOf(h.label()), PolicyOf(s), pulls_);
+    score = outcome.score;
+    learned = outcome.learned;
+  } else {
+    score = tmpl.model().ScoreRun(run, obs_, pulls_);
+  }
+
   const bool judgeable = !obs_.empty() && obs_.integral >= s.min_entries;
   const bool anomalous = score.Anomalous(s.threshold);
+  const double warning = s.warning_threshold.value_or(s.threshold);
 
   v1::Verdict& v = result.verdict.emplace();
   v.set_histogram(h.name());
@@ -374,24 +485,22 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
   v.set_threshold(s.threshold);
   v.set_anomalous(anomalous);
   v.set_warmup(warmup);
-  v.set_method(std::string(model.method()));
+  v.set_method(method);
   FillPulls(v, expected_);
   v.set_time_unix_ns(now_unix_ns);
   v.set_histogram_time_unix_ns(h.time_unix_ns());
   v.set_final(h.final());
-  v.set_severity(warmup || !judgeable ? v1::SEVERITY_UNDEFINED
-                                      : SeverityOf(score.log_reduced_chi2, s));
+  // "Cannot tell" (warm-up, too few entries) is never reported as good or bad.
+  v.set_severity(warmup || !judgeable
+                     ? v1::SEVERITY_UNDEFINED
+                     : ProtoSeverity(SeverityOf(score.log_reduced_chi2, s.threshold, warning)));
   v.set_histogram_sequence(h.sequence());
   v.set_integral(obs_.integral);
   v.set_bins(static_cast<std::uint32_t>(obs_.bins()));
   if (s.warning_threshold) {
     v.set_warning_threshold(*s.warning_threshold);
   }
-
-  // Learning after scoring, as in the paper.
-  if (ShouldLearn(h, s, warmup, judgeable, anomalous)) {
-    v.set_learned(model.Learn(run, obs_));
-  }
+  v.set_learned(learned);
 
   track.last_run = h.run();
   track.last_pulls = pulls_;
@@ -399,6 +508,10 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
     track.last_final_run = h.run();
   }
   result.alarm = UpdateAlarm(track, v, now_unix_ns);
+  if (h.final()) {
+    result.summary =
+        Tally(h.name(), h.run(), score.log_reduced_chi2, v.severity(), now_unix_ns);
+  }
   return result;
 }
 
@@ -410,16 +523,17 @@ std::optional<v1::TemplateView> Monitor::Template(const std::string& histogram) 
     return std::nullopt;
   }
   const Track& track = *it->second;
-  track.model->Expect(static_cast<std::int64_t>(track.last_run) + 1, expected_);
+  const TemplateModel& model = track.tmpl->model();
+  model.Expect(static_cast<std::int64_t>(track.last_run) + 1, expected_);
   v1::TemplateView view;
   view.set_histogram(track.name);
-  view.set_method(std::string(track.model->method()));
+  view.set_method(std::string(model.method()));
   view.mutable_mu()->Add(expected_.mu.begin(), expected_.mu.end());
   view.mutable_sigma()->Add(expected_.sigma_mu.begin(), expected_.sigma_mu.end());
   view.set_integral(expected_.integral);
   view.set_last_run(track.last_run);
   view.mutable_last_pulls()->Add(track.last_pulls.begin(), track.last_pulls.end());
-  view.set_learned_runs(track.model->learned_runs());
+  view.set_learned_runs(model.learned_runs());
   for (const v1::Axis& axis : track.axes) {
     *view.add_axes() = axis;
   }
@@ -430,19 +544,305 @@ std::optional<v1::TemplateView> Monitor::Template(const std::string& histogram) 
 std::uint32_t Monitor::alarms_active() const {
   std::uint32_t n = 0;
   for (const auto& [name, track] : tracks_) {
-    const v1::AlarmState state = track->alarm.state();
-    n += state == v1::ALARM_STATE_UNACKNOWLEDGED || state == v1::ALARM_STATE_ACKNOWLEDGED;
+    n += IsActive(track->alarm);
   }
   return n;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Labels
+
+CommandOutcome Monitor::SetLabel(const v1::SetLabel& request, const Actor& who) {
+  CommandOutcome out;
+  const Label label = LabelOf(request.label());
+  const auto run = static_cast<std::int64_t>(request.run());
+  if (label == Label::kUnknown) {
+    out.refused = "label must be LABEL_GOOD or LABEL_BAD";
+    return out;
+  }
+  if (request.run() == 0) {
+    out.refused = "run 0 (unset)";
+    return out;
+  }
+
+  // One histogram, or every histogram that still has the run in its journal.
+  std::vector<Track*> targets;
+  if (request.whole_run()) {
+    for (auto& [name, track] : tracks_) {
+      const auto& journal = track->tmpl->journal();
+      if (std::any_of(journal.begin(), journal.end(),
+                      [run](const JournalEntry& e) { return e.run == run; })) {
+        targets.push_back(track.get());
+      }
+    }
+    if (targets.empty()) {
+      out.refused = "no histogram has run " + std::to_string(run) + " in its journal";
+      return out;
+    }
+  } else {
+    const auto it = tracks_.find(request.histogram());
+    if (it == tracks_.end()) {
+      out.refused = "unknown histogram '" + request.histogram() + "'";
+      return out;
+    }
+    targets.push_back(it->second.get());
+  }
+
+  std::uint32_t changed = 0;
+  for (Track* track : targets) {
+    ApplySettings(*track);
+    JournalledTemplate& tmpl = *track->tmpl;
+    const auto& journal = tmpl.journal();
+    const auto entry = std::find_if(journal.begin(), journal.end(),
+                                    [run](const JournalEntry& e) { return e.run == run; });
+    const Label before = entry == journal.end() ? Label::kUnknown : entry->label;
+    if (auto why = tmpl.SetLabel(run, label, PolicyOf(*track->settings))) {
+      out.refused = "histogram '" + track->name + "': " + *why;
+      return out;  // only the single-histogram form can get here: the journal holds the run
+    }
+    ++out.affected;
+    changed += before != label;
+    if (before != Label::kUnknown && before != label) {
+      spdlog::info(
+          "label replaced histogram={} run={} old={} new={} user={} host={} comment=\"{}\"",
+          track->name, run, LabelName(before), LabelName(label), who.user, who.host, who.comment);
+    }
+  }
+  spdlog::info("label applied histogram={} run={} label={} histograms={} changed={} user={} "
+               "host={} comment=\"{}\"",
+               request.whole_run() ? "*" : request.histogram(), run, LabelName(label),
+               out.affected, changed, who.user, who.host, who.comment);
+  out.detail = changed == 0 ? "no change (the label was already known)" : "";
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alarm actions
+
+CommandOutcome Monitor::ApplyAlarmAction(const std::string& histogram, std::string_view what,
+                                         AlarmAction action, std::int64_t until_unix_s,
+                                         const Actor& who, std::int64_t now_unix_ns) {
+  CommandOutcome out;
+  const auto it = tracks_.find(histogram);
+  if (it == tracks_.end()) {
+    out.refused = "unknown histogram '" + histogram + "'";
+    return out;
+  }
+  Track& track = *it->second;
+  const ActionResult r = action(track.alarm, until_unix_s, now_unix_ns);
+  if (r.refused) {
+    out.refused = "histogram '" + histogram + "': " + *r.refused;
+    return out;
+  }
+  if (r.event == AlarmEvent::kNone) {
+    out.detail = "no change (already " + std::string(AlarmStateName(track.alarm.state)) + ")";
+    return out;  // idempotent: nothing to publish
+  }
+  out.affected = 1;
+  track.alarm_event = r.event;
+  track.actor = who;
+  spdlog::info("alarm {} histogram={} state={} user={} host={} comment=\"{}\"", what, histogram,
+               AlarmStateName(track.alarm.state), who.user, who.host, who.comment);
+  out.alarms.push_back(AlarmMessage(track, now_unix_ns));
+  return out;
+}
+
+CommandOutcome Monitor::Acknowledge(const std::string& histogram, const Actor& who,
+                                    std::int64_t now_unix_ns) {
+  return ApplyAlarmAction(
+      histogram, "ACKNOWLEDGED",
+      [](AlarmRecord& a, std::int64_t, std::int64_t) { return dinamo::Acknowledge(a); }, 0, who,
+      now_unix_ns);
+}
+
+CommandOutcome Monitor::Shelve(const std::string& histogram, std::int64_t until_unix_s,
+                               const Actor& who, std::int64_t now_unix_ns) {
+  return ApplyAlarmAction(
+      histogram, "SHELVED",
+      [](AlarmRecord& a, std::int64_t until, std::int64_t now) {
+        return dinamo::Shelve(a, until, now);
+      },
+      until_unix_s, who, now_unix_ns);
+}
+
+CommandOutcome Monitor::Unshelve(const std::string& histogram, const Actor& who,
+                                 std::int64_t now_unix_ns) {
+  return ApplyAlarmAction(
+      histogram, "UNSHELVED",
+      [](AlarmRecord& a, std::int64_t, std::int64_t) { return dinamo::Unshelve(a); }, 0, who,
+      now_unix_ns);
+}
+
+CommandOutcome Monitor::Disable(const std::string& histogram, const Actor& who,
+                                std::int64_t now_unix_ns) {
+  return ApplyAlarmAction(
+      histogram, "DISABLED",
+      [](AlarmRecord& a, std::int64_t, std::int64_t) { return dinamo::Disable(a); }, 0, who,
+      now_unix_ns);
+}
+
+CommandOutcome Monitor::Enable(const std::string& histogram, const Actor& who,
+                               std::int64_t now_unix_ns) {
+  return ApplyAlarmAction(
+      histogram, "ENABLED",
+      [](AlarmRecord& a, std::int64_t, std::int64_t) { return dinamo::Enable(a); }, 0, who,
+      now_unix_ns);
+}
+
+CommandOutcome Monitor::Rebaseline(const std::string& pattern, const Actor& who,
+                                   std::int64_t now_unix_ns) {
+  CommandOutcome out;
+  if (pattern.empty()) {
+    out.refused = "pattern must not be empty (a glob on histogram names; '*' for all)";
+    return out;
+  }
+  for (auto& [name, track] : tracks_) {
+    if (fnmatch(pattern.c_str(), name.c_str(), 0) != 0) {
+      continue;
+    }
+    ApplySettings(*track);
+    track->tmpl = MakeTemplate(track->tmpl->model().bins(), *track->settings);
+    track->last_pulls.clear();
+    dinamo::Rebaseline(track->alarm);
+    track->alarm_event = AlarmEvent::kRebaselined;
+    track->alarm_verdict.reset();
+    track->actor = who;
+    out.alarms.push_back(AlarmMessage(*track, now_unix_ns));
+    ++out.affected;
+  }
+  if (out.affected == 0) {
+    out.refused = "no histogram matches '" + pattern + "'";
+    return out;
+  }
+  spdlog::info("template reset pattern=\"{}\" histograms={} reason=rebaseline user={} host={} "
+               "comment=\"{}\"",
+               pattern, out.affected, who.user, who.host, who.comment);
+  return out;
+}
+
+v1::AlarmTable Monitor::Alarms(std::string_view prefix) const {
+  v1::AlarmTable table;
+  for (const auto& [name, track] : tracks_) {
+    if (track->alarm.state != AlarmState::kNormal && name.starts_with(prefix)) {
+      *table.add_alarms() = AlarmMessage(*track, 0);
+    }
+  }
+  return table;
+}
+
+std::vector<v1::Alarm> Monitor::ExpireShelving(std::int64_t now_unix_ns) {
+  std::vector<v1::Alarm> out;
+  for (auto& [name, track] : tracks_) {
+    if (dinamo::ExpireShelving(track->alarm, now_unix_ns) == AlarmEvent::kUnshelved) {
+      track->alarm_event = AlarmEvent::kUnshelved;
+      track->actor = Actor{"", "", "shelving expired"};
+      spdlog::info("alarm UNSHELVED histogram={} reason=expired", name);
+      out.push_back(AlarmMessage(*track, now_unix_ns));
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run summaries
+
+std::optional<v1::RunSummary> Monitor::Tally(const std::string& name, std::uint64_t run, double s,
+                                             v1::Severity severity, std::int64_t now_unix_ns) {
+  if (run <= last_summarised_run_) {
+    return std::nullopt;  // that run's summary is out already
+  }
+  RunTally& tally = tallies_[run];
+  if (tally.histograms.empty()) {
+    tally.first_final_unix_ns = now_unix_ns;
+  }
+  tally.histograms.try_emplace(name, s, severity);  // a refused final does not override
+  const bool complete =
+      !previous_run_histograms_.empty() &&
+      std::all_of(previous_run_histograms_.begin(), previous_run_histograms_.end(),
+                  [&](const std::string& h) { return tally.histograms.contains(h); });
+  if (!complete) {
+    return std::nullopt;
+  }
+  v1::RunSummary summary = Summarise(run, tally, now_unix_ns);
+  return summary;
+}
+
+std::vector<v1::RunSummary> Monitor::DueSummaries(std::int64_t now_unix_ns, double after_s) {
+  std::vector<v1::RunSummary> out;
+  const auto after_ns = static_cast<std::int64_t>(after_s * 1e9);
+  while (!tallies_.empty()) {
+    const auto& [run, tally] = *tallies_.begin();
+    if (now_unix_ns - tally.first_final_unix_ns < after_ns) {
+      break;
+    }
+    out.push_back(Summarise(run, tally, now_unix_ns));
+  }
+  return out;
+}
+
+v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
+                                  std::int64_t now_unix_ns) {
+  v1::RunSummary summary;
+  summary.set_run(run);
+  summary.set_histograms(static_cast<std::uint32_t>(tally.histograms.size()));
+  summary.set_time_unix_ns(now_unix_ns);
+  std::vector<std::pair<double, const std::string*>> scored;
+  previous_run_histograms_.clear();
+  for (const auto& [name, result] : tally.histograms) {
+    const auto& [s, severity] = result;
+    previous_run_histograms_.push_back(name);
+    switch (severity) {
+      case v1::SEVERITY_MINOR:
+        summary.set_minor(summary.minor() + 1);
+        break;
+      case v1::SEVERITY_MAJOR:
+        summary.set_major(summary.major() + 1);
+        break;
+      case v1::SEVERITY_UNDEFINED:
+        summary.set_undefined(summary.undefined() + 1);
+        break;
+      case v1::SEVERITY_INVALID:
+        summary.set_invalid(summary.invalid() + 1);
+        break;
+      default:
+        summary.set_none(summary.none() + 1);
+        break;
+    }
+    // The worst are those judged: "cannot tell" and refused input are counted, not ranked.
+    if (severity != v1::SEVERITY_UNDEFINED && severity != v1::SEVERITY_INVALID) {
+      scored.emplace_back(s, &name);
+    }
+  }
+  const std::size_t n = std::min(kSummaryWorst, scored.size());
+  std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(n), scored.end(),
+                    [](const auto& a, const auto& b) {
+                      return a.first > b.first || (a.first == b.first && *a.second < *b.second);
+                    });
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& [s, severity] = tally.histograms.find(*scored[i].second)->second;
+    v1::RunSummary::Worst* w = summary.add_worst();
+    w->set_histogram(*scored[i].second);
+    w->set_log_reduced_chi2(s);
+    w->set_severity(severity);
+  }
+  // Runs before this one that are still open are summarised by the timer; later finals of
+  // this run or earlier ones no longer count.
+  last_summarised_run_ = std::max(last_summarised_run_, run);
+  tallies_.erase(tallies_.begin(), tallies_.upper_bound(run));
+  return summary;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshots
+
 void Monitor::SaveTo(v1::Snapshot& snapshot) const {
   for (const auto& [name, track] : tracks_) {
-    const auto* ewma = dynamic_cast<const EwmaModel*>(track->model.get());
+    const JournalledTemplate& tmpl = *track->tmpl;
+    const auto* ewma = dynamic_cast<const EwmaModel*>(&tmpl.model());
     if (ewma == nullptr) {
       // TODO(#transformer): persist other methods once they offer a serialisable state.
       spdlog::warn("snapshot skips histogram={} method={} (no persistable state)", name,
-                   track->model->method());
+                   tmpl.model().method());
       continue;
     }
     v1::HistogramState* hs = snapshot.add_histograms();
@@ -451,18 +851,31 @@ void Monitor::SaveTo(v1::Snapshot& snapshot) const {
       *hs->add_axes() = axis;
     }
     hs->set_method(std::string(ewma->method()));
-    const EwmaState& st = ewma->state();
-    v1::EwmaTemplateState* es = hs->mutable_ewma();
-    es->set_alpha(st.alpha);
-    es->set_integral(st.integral);
-    es->set_learned_runs(st.learned_runs);
-    es->mutable_weight()->Add(st.weight.begin(), st.weight.end());
-    es->mutable_sum_mu()->Add(st.sum_mu.begin(), st.sum_mu.end());
-    es->mutable_sum_sigma()->Add(st.sum_sigma.begin(), st.sum_sigma.end());
+    SaveEwma(ewma->state(), *hs->mutable_ewma());
     hs->set_last_final_run(track->last_final_run);
     hs->set_last_run(track->last_run);
     hs->mutable_last_pulls()->Add(track->last_pulls.begin(), track->last_pulls.end());
-    *hs->mutable_alarm() = track->alarm;
+
+    v1::AlarmRecord* alarm = hs->mutable_alarm();
+    SaveAlarm(track->alarm, *alarm);
+    alarm->set_event(ProtoEvent(track->alarm_event));
+    if (track->alarm_verdict) {
+      *alarm->mutable_verdict() = *track->alarm_verdict;
+    }
+    alarm->set_user(track->actor.user);
+    alarm->set_host(track->actor.host);
+    alarm->set_comment(track->actor.comment);
+
+    if (const auto* base = dynamic_cast<const EwmaModel*>(tmpl.base())) {
+      SaveEwma(base->state(), *hs->mutable_journal_base());
+    }
+    for (const JournalEntry& e : tmpl.journal()) {
+      v1::JournalEntry* je = hs->add_journal();
+      je->set_run(static_cast<std::uint64_t>(e.run));
+      je->set_label(ProtoLabel(e.label));
+      je->mutable_counts()->Add(e.counts.begin(), e.counts.end());
+      je->set_learned(e.learned);
+    }
   }
 }
 
@@ -480,35 +893,62 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     for (const v1::Axis& axis : hs.axes()) {
       bins *= axis.bins();
     }
-    const v1::EwmaTemplateState& es = hs.ewma();
-    if (hs.axes().empty() || bins == 0 || static_cast<std::uint64_t>(es.weight_size()) != bins ||
-        es.sum_mu_size() != es.weight_size() || es.sum_sigma_size() != es.weight_size()) {
-      return where + "template sums do not match its axes";
+    if (hs.axes().empty()) {
+      bins = 0;
     }
-    if (!(es.alpha() >= 0.0 && es.alpha() <= 1.0)) {
-      return where + "alpha out of [0, 1]";
+    EwmaState current;
+    if (auto why = LoadEwma(hs.ewma(), bins, current)) {
+      return where + *why;
     }
-    EwmaState st;
-    st.alpha = es.alpha();
-    st.integral = es.integral();
-    st.learned_runs = es.learned_runs();
-    st.weight.assign(es.weight().begin(), es.weight().end());
-    st.sum_mu.assign(es.sum_mu().begin(), es.sum_mu().end());
-    st.sum_sigma.assign(es.sum_sigma().begin(), es.sum_sigma().end());
+
+    // The journal: its base state, then runs in increasing order up to the last final run.
+    std::unique_ptr<TemplateModel> base;
+    if (hs.has_journal_base()) {
+      EwmaState st;
+      if (auto why = LoadEwma(hs.journal_base(), bins, st)) {
+        return where + "journal base: " + *why;
+      }
+      base = std::make_unique<EwmaModel>(std::move(st));
+    } else if (hs.journal_size() > 0) {
+      return where + "journal without its base state";
+    }
+    std::deque<JournalEntry> journal;
+    for (const v1::JournalEntry& je : hs.journal()) {
+      const auto run = static_cast<std::int64_t>(je.run());
+      if (je.run() == 0 || je.run() > hs.last_final_run() ||
+          (!journal.empty() && run <= journal.back().run)) {
+        return where + "journal runs out of order";
+      }
+      if (static_cast<std::uint64_t>(je.counts_size()) != bins) {
+        return where + "journal run " + std::to_string(run) + " has the wrong number of counts";
+      }
+      journal.push_back({run, LabelOf(je.label()),
+                         std::vector<double>(je.counts().begin(), je.counts().end()),
+                         je.learned()});
+    }
 
     auto track = std::make_unique<Track>();
     track->name = hs.name();
     track->axes.assign(hs.axes().begin(), hs.axes().end());
-    track->model = std::make_unique<EwmaModel>(std::move(st));
     track->generation = 0;  // settings are resolved (and alpha applied) on the next message
     track->settings = &settings_.For(hs.name());
+    // A journal longer than journal_runs now is folded into its base, as it would have been.
+    track->tmpl = std::make_unique<JournalledTemplate>(
+        std::move(base), std::make_unique<EwmaModel>(std::move(current)), std::move(journal),
+        track->settings->journal_runs);
     track->last_final_run = hs.last_final_run();
     track->last_run = hs.last_run();
     track->last_pulls.assign(hs.last_pulls().begin(), hs.last_pulls().end());
-    track->alarm = hs.alarm();
-    if (track->alarm.state() == v1::ALARM_STATE_UNSPECIFIED) {
-      track->alarm.set_state(v1::ALARM_STATE_NORMAL);
+    if (auto why = LoadAlarm(hs.alarm(), track->alarm)) {
+      return where + *why;
     }
+    track->alarm_event = static_cast<AlarmEvent>(
+        std::clamp(static_cast<int>(hs.alarm().event()), 0,
+                   static_cast<int>(AlarmEvent::kRebaselined)));
+    if (hs.alarm().has_verdict()) {
+      track->alarm_verdict = hs.alarm().verdict();
+    }
+    track->actor = Actor{hs.alarm().user(), hs.alarm().host(), hs.alarm().comment()};
     tracks.emplace(hs.name(), std::move(track));
   }
   tracks_ = std::move(tracks);

@@ -20,6 +20,8 @@
 #include "dinamo/v1/verdict.pb.h"
 
 #include "config.h"
+#include "dinamo/alarm.h"
+#include "dinamo/journalled_template.h"
 #include "dinamo/observation.h"
 #include "dinamo/template_model.h"
 
@@ -33,14 +35,36 @@ struct Rejection {
   std::string histogram;
 };
 
-// What one message produced, in publishing order: an alarm announcing a template reset, the
-// verdict, an alarm state change. Sequence numbers are left 0 for the publisher to assign.
+// What one message produced, in publishing order: an alarm announcing a template reset, one
+// announcing a shelving that expired, the verdict, an alarm state change, and the summary of a
+// run whose finals are all in. Sequence numbers are left 0 for the publisher to assign.
 struct MonitorResult {
   std::optional<Rejection> rejection;
   std::optional<v1::Alarm> reset_alarm;
+  std::optional<v1::Alarm> unshelved_alarm;
   std::optional<v1::Verdict> verdict;
   std::optional<v1::Alarm> alarm;
+  std::optional<v1::RunSummary> summary;
 };
+
+// Who sent a control command and why: logged, and published with the alarm changes it makes.
+struct Actor {
+  std::string user;
+  std::string host;
+  std::string comment;
+};
+
+// What a control command did: refused with the reason, or how many histograms it changed, and
+// the alarm messages to publish (in order).
+struct CommandOutcome {
+  std::optional<std::string> refused;
+  std::uint32_t affected = 0;
+  std::string detail;
+  std::vector<v1::Alarm> alarms;
+};
+
+// The number of histograms a run summary names as the worst.
+inline constexpr std::size_t kSummaryWorst = 5;
 
 // The number of largest-|pull| bins a verdict carries.
 inline constexpr std::size_t kVerdictPulls = 5;
@@ -68,26 +92,71 @@ class Monitor {
   std::size_t templates() const { return tracks_.size(); }
   std::uint32_t alarms_active() const;
 
-  // Every template, its run bookkeeping and alarm state.
+  // A shifter's label for a run of one histogram, or (whole_run) of every histogram whose
+  // journal holds the run. Applied through the journal: the template becomes what it would have
+  // been had the label come with the run.
+  CommandOutcome SetLabel(const v1::SetLabel& label, const Actor& who);
+
+  // Alarm actions on one histogram (dinamo/alarm.h); `now_unix_ns` dates the change.
+  CommandOutcome Acknowledge(const std::string& histogram, const Actor& who,
+                             std::int64_t now_unix_ns);
+  CommandOutcome Shelve(const std::string& histogram, std::int64_t until_unix_s, const Actor& who,
+                        std::int64_t now_unix_ns);
+  CommandOutcome Unshelve(const std::string& histogram, const Actor& who,
+                          std::int64_t now_unix_ns);
+  CommandOutcome Disable(const std::string& histogram, const Actor& who, std::int64_t now_unix_ns);
+  CommandOutcome Enable(const std::string& histogram, const Actor& who, std::int64_t now_unix_ns);
+  // Resets every template whose name matches the glob to learn afresh.
+  CommandOutcome Rebaseline(const std::string& pattern, const Actor& who,
+                            std::int64_t now_unix_ns);
+
+  // Every alarm not in state NORMAL (shelved and disabled ones included) whose histogram name
+  // starts with `prefix`, in name order. last_sequence is the publisher's to set.
+  v1::AlarmTable Alarms(std::string_view prefix) const;
+
+  // Ends the shelvings whose time has come; the UNSHELVED messages to publish.
+  std::vector<v1::Alarm> ExpireShelving(std::int64_t now_unix_ns);
+
+  // Summaries of the runs whose first final came at least `after_s` before `now_unix_ns`.
+  std::vector<v1::RunSummary> DueSummaries(std::int64_t now_unix_ns, double after_s);
+
+  // Every template, its run bookkeeping, journal and alarm state.
   void SaveTo(v1::Snapshot& snapshot) const;
   // Replaces the whole state with the snapshot's, or changes nothing and returns why not.
   std::optional<std::string> RestoreFrom(const v1::Snapshot& snapshot);
 
  private:
   struct Track;
+  // The final verdicts of one run so far, for its summary.
+  struct RunTally {
+    std::int64_t first_final_unix_ns = 0;
+    std::map<std::string, std::pair<double, v1::Severity>, std::less<>> histograms;
+  };
 
   std::optional<Rejection> Check(std::string_view topic, const v1::Histogram& h) const;
   Track& TrackFor(const v1::Histogram& h, std::int64_t now_unix_ns, MonitorResult& result);
   void ApplySettings(Track& track);
-  bool ShouldLearn(const v1::Histogram& h, const HistogramSettings& s, bool warmup, bool judgeable,
-                   bool anomalous) const;
   void FillPulls(v1::Verdict& verdict, const Expectation& expected) const;
   std::optional<v1::Alarm> UpdateAlarm(Track& track, const v1::Verdict& verdict,
                                        std::int64_t now_unix_ns) const;
+  v1::Alarm AlarmMessage(const Track& track, std::int64_t now_unix_ns) const;
+  using AlarmAction = ActionResult (*)(AlarmRecord&, std::int64_t, std::int64_t);
+  CommandOutcome ApplyAlarmAction(const std::string& histogram, std::string_view what,
+                                  AlarmAction action, std::int64_t until_unix_s, const Actor& who,
+                                  std::int64_t now_unix_ns);
+  std::optional<v1::RunSummary> Tally(const std::string& name, std::uint64_t run, double s,
+                                      v1::Severity severity, std::int64_t now_unix_ns);
+  v1::RunSummary Summarise(std::uint64_t run, const RunTally& tally, std::int64_t now_unix_ns);
 
   SettingsResolver& settings_;
   std::uint64_t generation_ = 1;
   std::map<std::string, std::unique_ptr<Track>, std::less<>> tracks_;
+
+  // Runs whose summary is pending, the histograms of the last summarised run (whose finals
+  // complete the next one), and the last run summarised (later finals of it are not counted).
+  std::map<std::uint64_t, RunTally> tallies_;
+  std::vector<std::string> previous_run_histograms_;
+  std::uint64_t last_summarised_run_ = 0;
 
   // Reused buffers of the hot path.
   v1::Histogram parsed_;

@@ -241,7 +241,7 @@ TEST_F(MonitorTest, EmptyHistogramIsScoredButDoesNotTeach) {
   EXPECT_EQ(Learned("A/h"), 0u);
 }
 
-TEST_F(MonitorTest, AlarmIsRaisedOnceAndClearedWhenNormalAgain) {
+TEST_F(MonitorTest, AlarmIsRaisedOnceAndLatchedWhenNormalAgainUnacknowledged) {
   Configure("  warmup_runs: 0\n  auto_accept: never\n  threshold: 1.0\n");
   for (std::uint64_t run = 1; run <= 5; ++run) {
     Send(Hist("A/h", run, Bell(), v1::LABEL_GOOD));
@@ -256,7 +256,8 @@ TEST_F(MonitorTest, AlarmIsRaisedOnceAndClearedWhenNormalAgain) {
   const MonitorResult cleared = Send(Hist("A/h", 8, Bell()));
   ASSERT_TRUE(cleared.alarm);
   EXPECT_EQ(cleared.alarm->event(), v1::ALARM_EVENT_CLEARED);
-  EXPECT_EQ(cleared.alarm->state(), v1::ALARM_STATE_NORMAL);
+  // Nobody acknowledged it: it stays latched until someone does.
+  EXPECT_EQ(cleared.alarm->state(), v1::ALARM_STATE_RETURNED_UNACKNOWLEDGED);
   EXPECT_EQ(monitor_.alarms_active(), 0u);
 }
 
