@@ -1,11 +1,11 @@
 // DINAMO-ML cost: one training step (B = 100, K = 10, M = 20), one scoring, and one good run
 // of a replay (score, then online training to early stopping) on toy_0.csv.
 
-#include <benchmark/benchmark.h>
-
 #include <cstdlib>
 #include <string>
 #include <vector>
+
+#include <benchmark/benchmark.h>
 
 #include "dinamo/run_table.h"
 #include "dinamo/transformer_template.h"
@@ -81,9 +81,9 @@ void BM_TransformerGoodRun(benchmark::State& state) {
     model.Learn(runs[next].run, obs);
     ++next;
   }
-  state.counters["steps_per_run"] = benchmark::Counter(
-      static_cast<double>(model.stats().total_steps - steps_before) /
-      static_cast<double>(state.iterations()));
+  state.counters["steps_per_run"] =
+      benchmark::Counter(static_cast<double>(model.stats().total_steps - steps_before) /
+                         static_cast<double>(state.iterations()));
 }
 BENCHMARK(BM_TransformerGoodRun)->Unit(benchmark::kMillisecond)->Iterations(40);
 

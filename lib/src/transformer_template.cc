@@ -2,12 +2,6 @@
 
 #include "dinamo/transformer_template.h"
 
-#include <torch/torch.h>
-
-#include <ATen/CPUGeneratorImpl.h>
-#include <dlfcn.h>
-#include <malloc.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,6 +11,12 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <dlfcn.h>
+#include <malloc.h>
 
 namespace dinamo {
 
@@ -42,8 +42,8 @@ struct NetImpl : torch::nn::Module {
                            .dropout(o.dropout)
                            .activation(torch::kReLU);
     encoder = register_module(
-        "encoder", torch::nn::TransformerEncoder(
-                       torch::nn::TransformerEncoderOptions(layer, o.layers)));
+        "encoder",
+        torch::nn::TransformerEncoder(torch::nn::TransformerEncoderOptions(layer, o.layers)));
     mu_head = register_module("mu_head", Block(o.width, bins));
     sigma_head = register_module("sigma_head", Block(o.width, bins));
   }
@@ -230,8 +230,13 @@ struct TransformerModel::Impl {
   void Load(std::istream& in);
   std::vector<std::int64_t> Shape() const {
     const auto& o = options;
-    return {static_cast<std::int64_t>(o.bins), o.width, o.context_runs, o.batch_runs,
-            o.layers, o.heads, o.feedforward};
+    return {static_cast<std::int64_t>(o.bins),
+            o.width,
+            o.context_runs,
+            o.batch_runs,
+            o.layers,
+            o.heads,
+            o.feedforward};
   }
 
   TransformerOptions options;
@@ -266,10 +271,10 @@ void TransformerModel::Impl::Save(std::ostream& out) const {
   }
   archive.write("history_runs", runs);
   archive.write("history_contents", contents);
-  archive.write("counters", torch::tensor(std::vector<std::int64_t>{
-                                static_cast<std::int64_t>(learned),
-                                static_cast<std::int64_t>(stats.trainings),
-                                static_cast<std::int64_t>(stats.total_steps)}));
+  archive.write("counters",
+                torch::tensor(std::vector<std::int64_t>{
+                    static_cast<std::int64_t>(learned), static_cast<std::int64_t>(stats.trainings),
+                    static_cast<std::int64_t>(stats.total_steps)}));
   archive.write("seconds", torch::tensor(stats.total_seconds, torch::kFloat64));
   archive.save_to(out);
 }

@@ -1,11 +1,11 @@
-#include "dinamo/transformer_template.h"
-
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <numeric>
 #include <sstream>
 #include <vector>
+
+#include <gtest/gtest.h>
+
+#include "dinamo/transformer_template.h"
 
 namespace dinamo {
 namespace {

@@ -21,17 +21,17 @@ namespace dinamo {
 // The published hyperparameters are the defaults; tests shrink nothing but the bins.
 struct TransformerOptions {
   std::size_t bins = 0;
-  int width = 100;         // d
-  int context_runs = 20;   // M: good runs the model reads before the run it predicts
-  int batch_runs = 10;     // K: most recent good runs in one training step
+  int width = 100;        // d
+  int context_runs = 20;  // M: good runs the model reads before the run it predicts
+  int batch_runs = 10;    // K: most recent good runs in one training step
   int layers = 3;
   int heads = 10;
   int feedforward = 100;
   double dropout = 0.15;
   double learning_rate = 5e-4;
   double weight_decay = 1e-4;
-  int patience = 5;        // stop after this many steps in a row without a lower loss
-  int max_steps = 1000;    // per training
+  int patience = 5;      // stop after this many steps in a row without a lower loss
+  int max_steps = 1000;  // per training
   double variance_floor = 1e-9;
   std::uint64_t seed = 22;
   // libtorch's intra-op threads. Process-wide in libtorch: the last model built decides.
@@ -87,8 +87,8 @@ double GaussianNll(std::span<const double> x, std::span<const double> mu,
                    std::span<const double> var, double floor);
 
 struct TrainingStats {
-  int last_steps = 0;            // steps of the last training
-  double last_loss = 0.0;        // best loss of the last training
+  int last_steps = 0;      // steps of the last training
+  double last_loss = 0.0;  // best loss of the last training
   double last_seconds = 0.0;
   std::uint64_t trainings = 0;
   std::uint64_t total_steps = 0;
