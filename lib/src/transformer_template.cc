@@ -72,6 +72,7 @@ TORCH_MODULE(Net);
 // into the global generator under a process-wide lock and taken back afterwards. So models do
 // not disturb each other, a snapshot carries the stream, and a restored model draws the same
 // masks. The price: trainings of different models in one process do not overlap.
+// TODO(#5): draw dropout from a per-model generator (an own attention layer) so that they can.
 std::mutex& GeneratorLock() {
   static std::mutex lock;
   return lock;
