@@ -196,6 +196,37 @@ TEST(Config, CurveKeysAreValidated) {
   EXPECT_NE(ErrorOf(curve(pub, sec, "short")).find("allowed_clients[0]"), std::string::npos);
 }
 
+TEST(Config, RemoteControlWithoutCurveNeedsAllowRemote) {
+  const std::string remote = kMinimal + "control:\n  bind: tcp://0.0.0.0:5552\n";
+  EXPECT_NE(ErrorOf(remote).find("control.allow_remote"), std::string::npos);
+  EXPECT_NE(ErrorOf(remote).find("control.bind"), std::string::npos);
+  EXPECT_TRUE(ParseConfig(remote + "  allow_remote: true\n", "t").control_allow_remote);
+  for (const char* local : {"tcp://127.0.0.1:5552", "tcp://localhost:5552", "tcp://[::1]:5552",
+                            "ipc:///tmp/dinamo.control"}) {
+    EXPECT_EQ(ErrorOf(kMinimal + "control:\n  bind: \"" + local + "\"\n"), "") << local;
+  }
+}
+
+TEST(Config, AlarmDelaysAndRunSummaryAreRead) {
+  const Config c = ParseConfig(kMinimal + R"(output:
+  run_summary_after_s: 12
+defaults:
+  on_delay: 2
+  off_delay: 3
+rules:
+  - match: "A/*"
+    on_delay: 5
+)",
+                               "t");
+  EXPECT_EQ(c.run_summary_after_s, 12.0);
+  EXPECT_EQ(ResolveSettings(c, "B/x").on_delay, 2u);
+  EXPECT_EQ(ResolveSettings(c, "B/x").off_delay, 3u);
+  EXPECT_EQ(ResolveSettings(c, "A/x").on_delay, 5u);
+  EXPECT_EQ(ParseConfig(kMinimal, "t").defaults.journal_runs, 100u);
+  EXPECT_NE(ErrorOf(kMinimal + "defaults:\n  on_delay: 0\n").find("defaults.on_delay"),
+            std::string::npos);
+}
+
 TEST(Rules, FirstMatchingRuleWins) {
   const Config c = ParseConfig(kMinimal + R"(defaults:
   threshold: 1.0

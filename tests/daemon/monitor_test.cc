@@ -4,6 +4,8 @@
 #include <fstream>
 #include <limits>
 #include <map>
+#include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -50,10 +52,47 @@ class MonitorTest : public ::testing::Test {
 
   MonitorResult Send(const v1::Histogram& h) { return Frames(h.name(), h.SerializeAsString()); }
 
-  MonitorResult Frames(const std::string& topic, const std::string& body) {
+  MonitorResult Frames(const std::string& topic, const std::string& body,
+                       std::int64_t now_unix_ns = 1) {
     const std::string_view frames[] = {topic, body};
-    return monitor_.OnMessage(frames, 1);
+    return monitor_.OnMessage(frames, now_unix_ns);
   }
+
+  MonitorResult SendAt(const v1::Histogram& h, std::int64_t now_unix_ns) {
+    return Frames(h.name(), h.SerializeAsString(), now_unix_ns);
+  }
+
+  CommandOutcome Relabel(const std::string& name, std::uint64_t run, v1::Label label,
+                       bool whole_run = false) {
+    v1::SetLabel l;
+    l.set_histogram(name);
+    l.set_run(run);
+    l.set_label(label);
+    l.set_whole_run(whole_run);
+    return monitor_.SetLabel(l, who_);
+  }
+
+  // The template as get_template shows it, without the run bookkeeping.
+  std::string TemplateOf(const std::string& name) const {
+    const auto view = monitor_.Template(name);
+    return std::string(reinterpret_cast<const char*>(view->mu().data()),
+                       sizeof(double) * static_cast<std::size_t>(view->mu_size())) +
+           std::string(reinterpret_cast<const char*>(view->sigma().data()),
+                       sizeof(double) * static_cast<std::size_t>(view->sigma_size())) +
+           std::to_string(view->learned_runs());
+  }
+
+  v1::AlarmState StateOf(const std::string& name) const {
+    const v1::AlarmTable table = monitor_.Alarms("");
+    for (const v1::Alarm& a : table.alarms()) {
+      if (a.histogram() == name) {
+        return a.state();
+      }
+    }
+    return v1::ALARM_STATE_NORMAL;
+  }
+
+  Actor who_{"shifter", "console1", "looked at it"};
 
   std::string State() const {
     v1::Snapshot s;
@@ -355,5 +394,352 @@ TEST_F(MonitorTest, VerdictsMatchTheReferenceImplementation) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Labels and the journal
+
+// A toy-like run: a bell that drifts, sometimes an odd one.
+std::vector<double> Drifting(std::uint64_t run) {
+  return run % 7 == 3 ? Bell(5.0) : Bell(0.05 * static_cast<double>(run % 11));
+}
+
+v1::Label TrueLabel(std::uint64_t run) { return run % 7 == 3 ? v1::LABEL_BAD : v1::LABEL_GOOD; }
+
+TEST_F(MonitorTest, LateLabelsInAnyOrderGiveTheTemplateOfOnTimeLabels) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n  journal_runs: 40\n");
+  constexpr std::uint64_t kRuns = 120;
+  for (std::uint64_t run = 1; run <= kRuns; ++run) {
+    Send(Hist("On/h", run, Drifting(run), TrueLabel(run)));
+  }
+  for (unsigned seed : {1u, 2u, 3u}) {
+    const std::string name = "Late/h" + std::to_string(seed);
+    std::mt19937 rng(seed);
+    std::vector<std::uint64_t> pending;
+    for (std::uint64_t run = 1; run <= kRuns; ++run) {
+      Send(Hist(name, run, Drifting(run)));
+      pending.push_back(run);
+      std::shuffle(pending.begin(), pending.end(), rng);
+      // Label some of the pending runs, always before they leave the journal.
+      while (!pending.empty() && (rng() % 3 == 0 || run - pending.front() >= 35 ||
+                                  std::any_of(pending.begin(), pending.end(), [&](auto r) {
+                                    return run - r >= 35;
+                                  }))) {
+        auto oldest = std::min_element(pending.begin(), pending.end());
+        const std::uint64_t r = rng() % 2 == 0 ? *oldest : pending.back();
+        ASSERT_FALSE(Relabel(name, r, TrueLabel(r)).refused) << "run " << r;
+        pending.erase(std::find(pending.begin(), pending.end(), r));
+      }
+    }
+    for (std::uint64_t r : pending) {
+      ASSERT_FALSE(Relabel(name, r, TrueLabel(r)).refused) << "run " << r;
+    }
+    EXPECT_EQ(TemplateOf(name), TemplateOf("On/h")) << "seed " << seed;
+  }
+}
+
+TEST_F(MonitorTest, ContradictingLaterLabelWins) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n");
+  for (std::uint64_t run = 1; run <= 10; ++run) {
+    Send(Hist("On/h", run, Drifting(run), TrueLabel(run)));
+    Send(Hist("Late/h", run, Drifting(run)));
+  }
+  for (std::uint64_t run = 1; run <= 10; ++run) {
+    ASSERT_FALSE(Relabel("Late/h", run, v1::LABEL_BAD).refused);
+  }
+  for (std::uint64_t run = 10; run >= 1; --run) {
+    const CommandOutcome again = Relabel("Late/h", run, TrueLabel(run));
+    ASSERT_FALSE(again.refused);
+    EXPECT_EQ(again.affected, 1u);
+  }
+  EXPECT_EQ(TemplateOf("Late/h"), TemplateOf("On/h"));
+  const std::string before = TemplateOf("Late/h");
+  EXPECT_FALSE(Relabel("Late/h", 4, TrueLabel(4)).refused);  // idempotent
+  EXPECT_EQ(TemplateOf("Late/h"), before);
+}
+
+TEST_F(MonitorTest, LabelsThatCannotApplyAreRefusedWithTheReason) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n  journal_runs: 5\n");
+  for (std::uint64_t run = 1; run <= 10; ++run) {
+    Send(Hist("A/h", run, Drifting(run)));
+  }
+  Send(Hist("A/h", 12, Drifting(12)));
+  const std::string before = State();
+  const auto refused = [&](const CommandOutcome& o) { return o.refused.value_or(""); };
+  EXPECT_NE(refused(Relabel("A/h", 3, v1::LABEL_GOOD)).find("older than the journal"),
+            std::string::npos);
+  EXPECT_NE(refused(Relabel("A/h", 11, v1::LABEL_GOOD)).find("never seen"), std::string::npos);
+  EXPECT_NE(refused(Relabel("B/h", 10, v1::LABEL_GOOD)).find("unknown histogram"),
+            std::string::npos);
+  EXPECT_NE(refused(Relabel("A/h", 10, v1::LABEL_UNSPECIFIED)).find("LABEL_GOOD"),
+            std::string::npos);
+  EXPECT_EQ(State(), before);
+}
+
+TEST_F(MonitorTest, NonFinalRunIsNotJournalled) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n");
+  Send(Hist("A/h", 1, Drifting(1)));
+  Send(Hist("A/h", 2, Drifting(2), v1::LABEL_UNSPECIFIED, false));
+  EXPECT_TRUE(Relabel("A/h", 2, v1::LABEL_GOOD).refused);
+  EXPECT_FALSE(Relabel("A/h", 1, v1::LABEL_GOOD).refused);
+  EXPECT_EQ(Learned("A/h"), 1u);
+}
+
+TEST_F(MonitorTest, WholeRunLabelAppliesToEveryHistogramWithThatRun) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n");
+  for (const char* name : {"A/h", "B/h", "C/h"}) {
+    Send(Hist(name, 1, Drifting(1)));
+  }
+  Send(Hist("A/h", 2, Drifting(2)));
+  Send(Hist("B/h", 2, Drifting(2)));
+  const CommandOutcome all = Relabel("", 2, v1::LABEL_GOOD, true);
+  ASSERT_FALSE(all.refused);
+  EXPECT_EQ(all.affected, 2u);
+  EXPECT_EQ(Learned("A/h"), 1u);
+  EXPECT_EQ(Learned("B/h"), 1u);
+  EXPECT_EQ(Learned("C/h"), 0u);
+  EXPECT_TRUE(Relabel("", 3, v1::LABEL_GOOD, true).refused);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Alarm lifecycle
+
+class AlarmTest : public MonitorTest {
+ protected:
+  void SetUp() override {
+    Configure("  warmup_runs: 0\n  auto_accept: never\n  threshold: 1.0\n" + extra_);
+    for (std::uint64_t run = 1; run <= 5; ++run) {
+      Send(Hist("A/h", run, Bell(), v1::LABEL_GOOD));
+    }
+    next_ = 6;
+  }
+  // One unlabelled run, odd or normal; the alarm event it made, if any.
+  std::optional<v1::AlarmEvent> Next(bool odd, std::int64_t now_unix_ns = kNow) {
+    const MonitorResult r = SendAt(Hist("A/h", next_++, odd ? Bell(6.0) : Bell()), now_unix_ns);
+    return r.alarm ? std::optional(r.alarm->event()) : std::nullopt;
+  }
+  static constexpr std::int64_t kNow = 1'000'000'000'000'000'000;  // ns
+  static constexpr std::int64_t kNowS = kNow / 1'000'000'000;
+  std::string extra_;
+  std::uint64_t next_ = 1;
+};
+
+TEST_F(AlarmTest, AcknowledgedAlarmClearsToNormal) {
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+  const CommandOutcome ack = monitor_.Acknowledge("A/h", who_, kNow);
+  ASSERT_FALSE(ack.refused);
+  ASSERT_EQ(ack.alarms.size(), 1u);
+  EXPECT_EQ(ack.alarms[0].event(), v1::ALARM_EVENT_ACKNOWLEDGED);
+  EXPECT_EQ(ack.alarms[0].user(), "shifter");
+  EXPECT_EQ(ack.alarms[0].comment(), "looked at it");
+  EXPECT_EQ(StateOf("A/h"), v1::ALARM_STATE_ACKNOWLEDGED);
+  EXPECT_EQ(Next(false), v1::ALARM_EVENT_CLEARED);
+  EXPECT_EQ(StateOf("A/h"), v1::ALARM_STATE_NORMAL);
+  EXPECT_TRUE(monitor_.Alarms("").alarms().empty());
+}
+
+TEST_F(AlarmTest, ReturnedAlarmStaysLatchedUntilAcknowledged) {
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+  EXPECT_EQ(Next(false), v1::ALARM_EVENT_CLEARED);
+  EXPECT_EQ(Next(false), std::nullopt);
+  EXPECT_EQ(StateOf("A/h"), v1::ALARM_STATE_RETURNED_UNACKNOWLEDGED);
+  EXPECT_EQ(monitor_.Alarms("A/").alarms_size(), 1);
+  EXPECT_EQ(monitor_.Alarms("B/").alarms_size(), 0);
+  ASSERT_FALSE(monitor_.Acknowledge("A/h", who_, kNow).refused);
+  EXPECT_EQ(StateOf("A/h"), v1::ALARM_STATE_NORMAL);
+  EXPECT_TRUE(monitor_.Acknowledge("A/h", who_, kNow).refused);  // nothing to acknowledge
+  EXPECT_TRUE(monitor_.Acknowledge("B/h", who_, kNow).refused);  // unknown histogram
+}
+
+TEST_F(AlarmTest, ShelvingSilencesAndExpiresByItself) {
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+  EXPECT_TRUE(monitor_.Shelve("A/h", kNowS - 1, who_, kNow).refused);  // not in the future
+  const CommandOutcome shelved = monitor_.Shelve("A/h", kNowS + 60, who_, kNow);
+  ASSERT_FALSE(shelved.refused);
+  EXPECT_EQ(shelved.alarms[0].shelved_until_unix_s(), kNowS + 60);
+  EXPECT_EQ(Next(true, kNow + 1'000'000'000), std::nullopt);
+  EXPECT_TRUE(monitor_.ExpireShelving(kNow + 59'000'000'000).empty());
+  const auto expired = monitor_.ExpireShelving(kNow + 60'000'000'000);
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_EQ(expired[0].event(), v1::ALARM_EVENT_UNSHELVED);
+  EXPECT_EQ(Next(true, kNow + 61'000'000'000), v1::ALARM_EVENT_RAISED);  // still anomalous
+}
+
+TEST_F(AlarmTest, ShelvingExpiresWithTheNextVerdictToo) {
+  ASSERT_FALSE(monitor_.Shelve("A/h", kNowS + 10, who_, kNow).refused);
+  const MonitorResult r = SendAt(Hist("A/h", next_++, Bell(6.0)), kNow + 11'000'000'000);
+  ASSERT_TRUE(r.unshelved_alarm);
+  EXPECT_EQ(r.unshelved_alarm->event(), v1::ALARM_EVENT_UNSHELVED);
+  ASSERT_TRUE(r.alarm);
+  EXPECT_EQ(r.alarm->event(), v1::ALARM_EVENT_RAISED);
+}
+
+TEST_F(AlarmTest, DisabledAlarmNeverRaisesUntilEnabled) {
+  ASSERT_FALSE(monitor_.Disable("A/h", who_, kNow).refused);
+  EXPECT_EQ(StateOf("A/h"), v1::ALARM_STATE_DISABLED);
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_TRUE(monitor_.Shelve("A/h", kNowS + 10, who_, kNow).refused);
+  ASSERT_FALSE(monitor_.Enable("A/h", who_, kNow).refused);
+  EXPECT_TRUE(monitor_.Enable("A/h", who_, kNow).refused);
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+}
+
+class OnDelayTest : public AlarmTest {
+ protected:
+  OnDelayTest() { extra_ = "  on_delay: 3\n"; }
+};
+
+TEST_F(OnDelayTest, RaisesOnlyAfterConsecutiveAnomalousRuns) {
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_EQ(Next(false), std::nullopt);  // the count starts over
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_EQ(Next(true), std::nullopt);
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+}
+
+class ChatterTest : public AlarmTest {
+ protected:
+  ChatterTest() { extra_ = "  off_delay: 3\n"; }
+};
+
+TEST_F(ChatterTest, HistogramHoveringAtTheThresholdRaisesOnce) {
+  EXPECT_EQ(Next(true), v1::ALARM_EVENT_RAISED);
+  ASSERT_FALSE(monitor_.Acknowledge("A/h", who_, kNow).refused);
+  int events = 0;
+  for (int i = 0; i < 6; ++i) {
+    events += Next(i % 2 == 0).has_value();
+  }
+  EXPECT_EQ(events, 0);
+  // The loop ended on one normal run: two more make the three that clear it.
+  EXPECT_EQ(Next(false), std::nullopt);
+  EXPECT_EQ(Next(false), v1::ALARM_EVENT_CLEARED);
+}
+
+TEST_F(MonitorTest, MinorSeverityBetweenTheTwoThresholds) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n  threshold: 100\n"
+            "  warning_threshold: 1\n");
+  for (std::uint64_t run = 1; run <= 5; ++run) {
+    Send(Hist("A/h", run, Bell(), v1::LABEL_GOOD));
+  }
+  const MonitorResult r = Send(Hist("A/h", 6, Bell(6.0)));
+  EXPECT_EQ(r.verdict->severity(), v1::SEVERITY_MINOR);
+  ASSERT_TRUE(r.alarm);
+  EXPECT_EQ(r.alarm->severity(), v1::SEVERITY_MINOR);
+}
+
+TEST_F(MonitorTest, RebaselineResetsTheMatchingTemplates) {
+  Configure("  warmup_runs: 0\n  auto_accept: always\n");
+  for (const char* name : {"VELO/a", "VELO/b", "RICH/a"}) {
+    Send(Hist(name, 1, Bell()));
+    Send(Hist(name, 2, Bell()));
+  }
+  const CommandOutcome r = monitor_.Rebaseline("VELO/*", who_, 5);
+  ASSERT_FALSE(r.refused);
+  EXPECT_EQ(r.affected, 2u);
+  ASSERT_EQ(r.alarms.size(), 2u);
+  EXPECT_EQ(r.alarms[0].event(), v1::ALARM_EVENT_REBASELINED);
+  EXPECT_EQ(Learned("VELO/a"), 0u);
+  EXPECT_EQ(Learned("VELO/b"), 0u);
+  EXPECT_EQ(Learned("RICH/a"), 2u);
+  EXPECT_TRUE(Relabel("VELO/a", 2, v1::LABEL_BAD).refused);  // the journal went with it
+  EXPECT_TRUE(monitor_.Rebaseline("HCAL/*", who_, 5).refused);
+  EXPECT_FALSE(Send(Hist("VELO/a", 3, Bell())).rejection);
+  EXPECT_EQ(Learned("VELO/a"), 1u);
+}
+
+TEST_F(MonitorTest, SnapshotKeepsTheJournalAndAcknowledgements) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n");
+  for (std::uint64_t run = 1; run <= 20; ++run) {
+    Send(Hist("On/h", run, Drifting(run), TrueLabel(run)));
+    Send(Hist("Late/h", run, Drifting(run), run <= 10 ? TrueLabel(run) : v1::LABEL_UNSPECIFIED));
+  }
+  Send(Hist("On/h", 21, Bell(6.0)));
+  ASSERT_FALSE(monitor_.Acknowledge("On/h", who_, 5).refused);
+  v1::Snapshot snapshot;
+  monitor_.SaveTo(snapshot);
+  v1::Snapshot parsed;
+  ASSERT_TRUE(parsed.ParseFromString(snapshot.SerializeAsString()));
+  ASSERT_EQ(parsed.histograms(0).name(), "Late/h");
+  ASSERT_EQ(parsed.histograms(0).journal_size(), 20);
+
+  Monitor restored(resolver_);
+  ASSERT_FALSE(restored.RestoreFrom(parsed));
+  v1::SetLabel l;
+  l.set_histogram("Late/h");
+  for (std::uint64_t run = 11; run <= 20; ++run) {
+    l.set_run(run);
+    l.set_label(TrueLabel(run));
+    ASSERT_FALSE(restored.SetLabel(l, who_).refused) << "run " << run;
+  }
+  const auto late = restored.Template("Late/h");
+  const auto on = monitor_.Template("On/h");
+  EXPECT_EQ(std::vector<double>(late->mu().begin(), late->mu().end()),
+            std::vector<double>(on->mu().begin(), on->mu().end()));
+  EXPECT_EQ(std::vector<double>(late->sigma().begin(), late->sigma().end()),
+            std::vector<double>(on->sigma().begin(), on->sigma().end()));
+  const v1::AlarmTable table = restored.Alarms("On/");
+  ASSERT_EQ(table.alarms_size(), 1);
+  EXPECT_EQ(table.alarms(0).state(), v1::ALARM_STATE_ACKNOWLEDGED);
+  EXPECT_EQ(table.alarms(0).user(), "shifter");
+}
+
+TEST_F(MonitorTest, SnapshotWithAJournalButNoBaseIsRefused) {
+  Send(Hist("A/h", 1, Bell()));
+  v1::Snapshot bad;
+  monitor_.SaveTo(bad);
+  bad.mutable_histograms(0)->clear_journal_base();
+  EXPECT_TRUE(monitor_.RestoreFrom(bad));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Run summaries
+
+TEST_F(MonitorTest, RunSummaryCountsSeveritiesAndNamesTheWorst) {
+  Configure("  warmup_runs: 0\n  auto_accept: always\n  threshold: 1.0\n");
+  const std::vector<std::string> names = {"A/h", "B/h", "C/h", "D/h", "E/h", "F/h", "G/h"};
+  for (const std::string& name : names) {
+    Send(Hist(name, 1, Bell()));
+  }
+  // Nothing tells the monitor run 1 is complete: the timer does.
+  EXPECT_TRUE(monitor_.DueSummaries(1 + 29'000'000'000, 30).empty());
+  const auto first = monitor_.DueSummaries(1 + 30'000'000'000, 30);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(first[0].histograms(), 7u);
+
+  std::optional<v1::RunSummary> summary;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const MonitorResult r = Send(Hist(names[i], 2, Bell(i < 2 ? 6.0 + i : 0.0)));
+    EXPECT_EQ(r.summary.has_value(), i + 1 == names.size()) << names[i];
+    if (r.summary) {
+      summary = r.summary;
+    }
+  }
+  ASSERT_TRUE(summary);
+  EXPECT_EQ(summary->run(), 2u);
+  EXPECT_EQ(summary->histograms(), 7u);
+  EXPECT_EQ(summary->major(), 2u);
+  EXPECT_EQ(summary->none() + summary->minor(), 5u);
+  ASSERT_EQ(summary->worst_size(), 5);
+  const std::set<std::string> top = {summary->worst(0).histogram(),
+                                     summary->worst(1).histogram()};
+  EXPECT_EQ(top, (std::set<std::string>{"A/h", "B/h"}));
+  EXPECT_EQ(summary->worst(0).severity(), v1::SEVERITY_MAJOR);
+  EXPECT_GE(summary->worst(0).log_reduced_chi2(), summary->worst(1).log_reduced_chi2());
+  EXPECT_GE(summary->worst(1).log_reduced_chi2(), summary->worst(2).log_reduced_chi2());
+}
+
+TEST_F(MonitorTest, RefusedFinalOfAKnownHistogramCountsAsInvalid) {
+  Send(Hist("A/h", 1, Bell()));
+  Send(Hist("B/h", 1, Bell()));
+  ASSERT_EQ(monitor_.DueSummaries(1'000'000'000'000, 30).size(), 1u);
+  std::vector<double> bad = Bell();
+  bad[3] = -1.0;
+  EXPECT_TRUE(Send(Hist("A/h", 2, bad)).rejection);
+  const MonitorResult r = Send(Hist("B/h", 2, Bell()));
+  ASSERT_TRUE(r.summary);
+  EXPECT_EQ(r.summary->invalid(), 1u);
+  EXPECT_EQ(r.summary->histograms(), 2u);
+}
 }  // namespace
 }  // namespace dinamo::daemon
