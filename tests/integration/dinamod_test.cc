@@ -1,11 +1,13 @@
 // The real dinamod on loopback, driven as the readout and a console would drive it.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -306,10 +308,98 @@ TEST_F(DinamodTest, ControlSocketAnswersStatusAndTemplate) {
   EXPECT_FALSE(Call(daemon_, get)->ok());
   v1::Command label;
   label.mutable_set_label()->set_histogram("A/h");
+  label.mutable_set_label()->set_run(3);
   const auto l = Call(daemon_, label);
   ASSERT_TRUE(l);
   EXPECT_FALSE(l->ok());
-  EXPECT_EQ(l->error(), "not implemented yet");
+  EXPECT_NE(l->error().find("LABEL_GOOD"), std::string::npos) << l->error();
+}
+
+v1::Command LabelCommand(const std::string& name, std::uint64_t run, v1::Label label) {
+  v1::Command c;
+  c.set_user("shifter");
+  c.set_host("console");
+  c.set_comment("integration test");
+  v1::SetLabel* l = c.mutable_set_label();
+  l->set_histogram(name);
+  l->set_run(run);
+  l->set_label(label);
+  return c;
+}
+
+std::optional<v1::TemplateView> TemplateOver(const DaemonProcess& d, const std::string& name) {
+  v1::Command get;
+  get.mutable_get_template()->set_histogram(name);
+  const auto reply = Call(d, get);
+  if (!reply || !reply->ok()) {
+    return std::nullopt;
+  }
+  return reply->template_();
+}
+
+TEST_F(DinamodTest, LateLabelOverControlGivesTheSameTemplateAsOnTime) {
+  StartWith(1.0);
+  constexpr std::uint64_t kRuns = 40;
+  const auto toy_label = [](std::uint64_t run) {
+    return Toy().runs[run - 1].label == Label::kGood ? v1::LABEL_GOOD : v1::LABEL_BAD;
+  };
+  for (std::uint64_t run = 1; run <= kRuns; ++run) {
+    const auto& counts = Toy().runs[run - 1].counts;
+    bus_->Send(Bus::Make("On/h", run, counts));
+    bus_->Send(Bus::Make("Late/h", run, counts));
+    ASSERT_EQ(bus_->Collect("Late/h", run, run).size(), 1u) << "run " << run;
+    const auto on_time = Call(daemon_, LabelCommand("On/h", run, toy_label(run)));
+    ASSERT_TRUE(on_time && on_time->ok()) << "run " << run;
+  }
+  // Every label of Late/h arrives after all its runs, newest first.
+  for (std::uint64_t run = kRuns; run >= 1; --run) {
+    const auto late = Call(daemon_, LabelCommand("Late/h", run, toy_label(run)));
+    ASSERT_TRUE(late && late->ok()) << "run " << run << ": " << (late ? late->error() : "");
+    EXPECT_EQ(late->action().affected(), 1u);
+  }
+  const auto on = TemplateOver(daemon_, "On/h");
+  const auto late = TemplateOver(daemon_, "Late/h");
+  ASSERT_TRUE(on && late);
+  EXPECT_GT(on->learned_runs(), 30u);
+  EXPECT_EQ(on->learned_runs(), late->learned_runs());
+  for (int b = 0; b < on->mu_size(); ++b) {
+    EXPECT_EQ(on->mu(b), late->mu(b)) << "bin " << b;  // bit for bit
+    EXPECT_EQ(on->sigma(b), late->sigma(b)) << "bin " << b;
+  }
+  const auto unknown = Call(daemon_, LabelCommand("Nobody/h", 1, v1::LABEL_GOOD));
+  ASSERT_TRUE(unknown);
+  EXPECT_FALSE(unknown->ok());
+  EXPECT_NE(unknown->error().find("unknown histogram"), std::string::npos);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, AcknowledgedAlarmIsStillAcknowledgedAfterRestart) {
+  StartWith(1.0);
+  for (std::uint64_t run = 1; run <= 20; ++run) {
+    bus_->Send(Bus::Make("C/Ack", run, Toy().runs[0].counts, v1::LABEL_GOOD));
+  }
+  ASSERT_EQ(bus_->Collect("C/Ack", 1, 20).size(), 20u);
+  std::vector<double> broken = Toy().runs[0].counts;
+  std::fill(broken.begin() + 50, broken.end(), 0.0);
+  bus_->Send(Bus::Make("C/Ack", 21, broken));
+  ASSERT_TRUE(bus_->Collect("C/Ack", 21, 21).at(21).anomalous());
+
+  v1::Command ack;
+  ack.set_user("shifter");
+  ack.mutable_acknowledge()->set_histogram("C/Ack");
+  const auto acked = Call(daemon_, ack);
+  ASSERT_TRUE(acked && acked->ok()) << (acked ? acked->error() : "no reply");
+  Restart();
+
+  v1::Command table;
+  table.mutable_get_alarms()->set_prefix("C/");
+  const auto alarms = Call(daemon_, table);
+  ASSERT_TRUE(alarms && alarms->ok());
+  ASSERT_EQ(alarms->alarms().alarms_size(), 1);
+  EXPECT_EQ(alarms->alarms().alarms(0).state(), v1::ALARM_STATE_ACKNOWLEDGED);
+  EXPECT_EQ(alarms->alarms().alarms(0).user(), "shifter");
+  EXPECT_GT(alarms->alarms().last_sequence(), 0u);
+  EXPECT_EQ(daemon_.Stop(), 0);
 }
 
 TEST_F(DinamodTest, CurveControlAnswersOnlyListedClients) {
