@@ -50,11 +50,16 @@ struct Options {
   bool whole_run = false;
   std::string ack;
   std::vector<std::string> shelve;  // NAME UNTIL_UNIX_S
+  std::string unshelve;
+  std::string disable;
+  std::string enable;
   std::string rebaseline;
   bool alarms = false;
   std::string user;
   std::string comment;
   double timeout_s = 5.0;
+  // --control given on the command line: following starts with the daemon's alarm table.
+  bool control_given = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -199,6 +204,8 @@ class SequenceWatch {
 struct Counts {
   std::uint64_t alarms = 0, verdicts = 0, summaries = 0, heartbeats = 0, malformed = 0;
   std::uint64_t printed = 0;
+  // Messages up to this sequence number are in the alarm table printed at the start.
+  std::uint64_t table_sequence = 0;
 };
 
 // Reads one message of type Message, notes its sequence number and counts it in `count`;
@@ -209,6 +216,9 @@ bool Take(const zmq::message_t& body, bool print, void (*printer)(const Message&
   Message m;
   if (!m.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
     return false;
+  }
+  if (m.sequence() <= n.table_sequence) {
+    return true;  // published before the table was taken: the table shows it already
   }
   watch.Saw(m.sequence());
   ++count;
@@ -257,6 +267,10 @@ bool ReceiveOne(zmq::socket_t& sub, const Options& o, SequenceWatch& watch, Coun
   return true;
 }
 
+std::optional<dinamo::v1::Reply> Request(const Options& o, const dinamo::v1::Command& command);
+void PrintAlarmTable(const dinamo::v1::AlarmTable& table);
+dinamo::v1::Command BaseCommand(const Options& o);
+
 int Follow(const Options& o) {
   zmq::context_t context;
   zmq::socket_t sub(context, zmq::socket_type::sub);
@@ -274,6 +288,21 @@ int Follow(const Options& o) {
 
   SequenceWatch watch(o.prefix.empty() && o.verdicts);
   Counts n;
+  if (o.control_given) {
+    // Subscribed first, then the table: whatever is published in between arrives on the
+    // stream, and what the table already shows is skipped by its sequence number.
+    dinamo::v1::Command get = BaseCommand(o);
+    get.mutable_get_alarms()->set_prefix(o.prefix);
+    const auto reply = Request(o, get);
+    if (!reply || !reply->ok()) {
+      std::fprintf(stderr, "dinamo-console: no alarm table from %s: %s\n", o.control.c_str(),
+                   reply ? reply->error().c_str() : "no reply");
+      return kExitNoReply;
+    }
+    PrintAlarmTable(reply->alarms());
+    n.table_sequence = reply->alarms().last_sequence();
+    std::fflush(stdout);
+  }
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                              std::chrono::duration<double>(o.max_seconds));
@@ -327,7 +356,8 @@ std::string UserName(const Options& o) {
 
 bool WantsCommand(const Options& o) {
   return o.status || !o.template_name.empty() || !o.label.empty() || !o.ack.empty() ||
-         !o.shelve.empty() || !o.rebaseline.empty() || o.alarms;
+         !o.shelve.empty() || !o.rebaseline.empty() || o.alarms || !o.unshelve.empty() ||
+         !o.disable.empty() || !o.enable.empty();
 }
 
 std::uint64_t ParseUnsigned(const std::string& text, const char* what) {
@@ -344,11 +374,16 @@ std::uint64_t ParseUnsigned(const std::string& text, const char* what) {
   return value;
 }
 
-dinamo::v1::Command BuildCommand(const Options& o) {
+dinamo::v1::Command BaseCommand(const Options& o) {
   dinamo::v1::Command c;
   c.set_user(UserName(o));
   c.set_host(Hostname());
   c.set_comment(o.comment);
+  return c;
+}
+
+dinamo::v1::Command BuildCommand(const Options& o) {
+  dinamo::v1::Command c = BaseCommand(o);
   if (o.status) {
     c.mutable_status();
   } else if (!o.template_name.empty()) {
@@ -370,6 +405,12 @@ dinamo::v1::Command BuildCommand(const Options& o) {
     s->set_until_unix_s(static_cast<std::int64_t>(ParseUnsigned(o.shelve[1], "--shelve UNTIL")));
   } else if (!o.rebaseline.empty()) {
     c.mutable_rebaseline()->set_pattern(o.rebaseline);
+  } else if (!o.unshelve.empty()) {
+    c.mutable_unshelve()->set_histogram(o.unshelve);
+  } else if (!o.disable.empty()) {
+    c.mutable_disable()->set_histogram(o.disable);
+  } else if (!o.enable.empty()) {
+    c.mutable_enable()->set_histogram(o.enable);
   } else {
     c.mutable_get_alarms()->set_prefix(o.prefix);
   }
@@ -451,8 +492,8 @@ int PrintReply(const dinamo::v1::Reply& r) {
   return kExitOk;
 }
 
-int SendCommand(const Options& o) {
-  const dinamo::v1::Command command = BuildCommand(o);
+// Sends one command and waits for the reply; nothing (after a line on stderr) when none comes.
+std::optional<dinamo::v1::Reply> Request(const Options& o, const dinamo::v1::Command& command) {
   zmq::context_t context;
   zmq::socket_t req(context, zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
@@ -468,7 +509,7 @@ int SendCommand(const Options& o) {
                  "dinamo-console: no reply from %s within %g s (is dinamod running, with "
                  "control.bind on this endpoint?)\n",
                  o.control.c_str(), o.timeout_s);
-    return kExitNoReply;
+    return std::nullopt;
   }
   zmq::message_t reply_frame;
   (void)req.recv(reply_frame, zmq::recv_flags::none);
@@ -476,9 +517,14 @@ int SendCommand(const Options& o) {
   if (!reply.ParseFromArray(reply_frame.data(), static_cast<int>(reply_frame.size()))) {
     std::fprintf(stderr, "dinamo-console: the reply from %s is not a dinamo.v1.Reply\n",
                  o.control.c_str());
-    return kExitNoReply;
+    return std::nullopt;
   }
-  return PrintReply(reply);
+  return reply;
+}
+
+int SendCommand(const Options& o) {
+  const auto reply = Request(o, BuildCommand(o));
+  return reply ? PrintReply(*reply) : kExitNoReply;
 }
 
 void AddOptions(CLI::App& app, Options& o) {
@@ -506,7 +552,11 @@ void AddOptions(CLI::App& app, Options& o) {
   auto* rebaseline =
       app.add_option("--rebaseline", o.rebaseline, "reset the templates matching a glob");
   auto* alarms = app.add_flag("--alarms", o.alarms, "print the alarm table (with --prefix)");
-  const std::vector<CLI::Option*> commands = {status, tmpl, label, ack, shelve, rebaseline, alarms};
+  auto* unshelve = app.add_option("--unshelve", o.unshelve, "end a histogram's shelving");
+  auto* disable = app.add_option("--disable", o.disable, "take a histogram's alarm out of service");
+  auto* enable = app.add_option("--enable", o.enable, "put a disabled alarm back in service");
+  const std::vector<CLI::Option*> commands = {status,     tmpl,   label,    ack,     shelve,
+                                              rebaseline, alarms, unshelve, disable, enable};
   for (auto* a : commands) {
     for (auto* b : commands) {
       if (a != b) {
@@ -534,6 +584,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? kExitOk : kExitUsage;
   }
+  o.control_given = app.count("--control") > 0;
 
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
