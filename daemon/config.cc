@@ -114,8 +114,8 @@ class Reader {
 };
 
 const std::set<std::string> kSettingKeys = {
-    "method",       "alpha",       "threshold", "warning_threshold", "warmup_runs",
-    "auto_accept",  "journal_runs", "min_entries", "on_delay",         "off_delay"};
+    "method",      "alpha",        "threshold",   "warning_threshold", "warmup_runs",
+    "auto_accept", "journal_runs", "min_entries", "on_delay",          "off_delay"};
 
 std::string CheckedMethod(const Reader& r, const YAML::Node& node, const std::string& key) {
   const std::string method = r.String(node, key);

@@ -354,10 +354,11 @@ void Daemon::PublishAlarm(v1::Alarm& alarm) {
 void Daemon::PublishSummary(v1::RunSummary& summary) {
   summary.set_sequence(++sequence_);
   Publish("run/" + std::to_string(summary.run()), summary);
-  spdlog::info("run summary run={} histograms={} none={} minor={} major={} undefined={} "
-               "invalid={}",
-               summary.run(), summary.histograms(), summary.none(), summary.minor(),
-               summary.major(), summary.undefined(), summary.invalid());
+  spdlog::info(
+      "run summary run={} histograms={} none={} minor={} major={} undefined={} "
+      "invalid={}",
+      summary.run(), summary.histograms(), summary.none(), summary.minor(), summary.major(),
+      summary.undefined(), summary.invalid());
 }
 
 void Daemon::ArmHousekeeping() {
@@ -630,8 +631,8 @@ v1::Reply Daemon::Answer(const std::string& request) {
       outcome = monitor_.Acknowledge(command.acknowledge().histogram(), who, now);
       break;
     case v1::Command::kShelve:
-      outcome = monitor_.Shelve(command.shelve().histogram(), command.shelve().until_unix_s(),
-                                who, now);
+      outcome =
+          monitor_.Shelve(command.shelve().histogram(), command.shelve().until_unix_s(), who, now);
       break;
     case v1::Command::kUnshelve:
       outcome = monitor_.Unshelve(command.unshelve().histogram(), who, now);

@@ -5,10 +5,10 @@
 #include <cmath>
 #include <numeric>
 
-#include <fnmatch.h>
 #include <spdlog/spdlog.h>
 
 #include "dinamo/score.h"
+#include <fnmatch.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -193,7 +193,7 @@ std::optional<std::string> LoadAlarm(const v1::AlarmRecord& in, AlarmRecord& a) 
     return "alarm state or severity out of range";
   }
   a.state = in.state() == v1::ALARM_STATE_UNSPECIFIED ? AlarmState::kNormal
-                                                       : static_cast<AlarmState>(state - 1);
+                                                      : static_cast<AlarmState>(state - 1);
   a.severity = LibSeverity(in.severity());
   a.run = in.run();
   a.raised_unix_ns = in.raised_unix_ns();
@@ -201,8 +201,8 @@ std::optional<std::string> LoadAlarm(const v1::AlarmRecord& in, AlarmRecord& a) 
   a.shelved_until_unix_s = in.shelved_until_unix_s();
   a.consecutive_normal = in.consecutive_normal();
   // Snapshots from before the lifecycle kept no condition: an active alarm had it holding.
-  a.active = in.active() || a.state == AlarmState::kUnacknowledged ||
-             a.state == AlarmState::kAcknowledged;
+  a.active =
+      in.active() || a.state == AlarmState::kUnacknowledged || a.state == AlarmState::kAcknowledged;
   return std::nullopt;
 }
 
@@ -394,8 +394,8 @@ std::optional<v1::Alarm> Monitor::UpdateAlarm(Track& track, const v1::Verdict& v
                                               std::int64_t now_unix_ns) const {
   const HistogramSettings& s = *track.settings;
   const AlarmSettings delays{s.on_delay, s.off_delay};
-  const AlarmEvent event = OnVerdict(track.alarm, LibSeverity(verdict.severity()), verdict.run(),
-                                     now_unix_ns, delays);
+  const AlarmEvent event =
+      OnVerdict(track.alarm, LibSeverity(verdict.severity()), verdict.run(), now_unix_ns, delays);
   if (event == AlarmEvent::kNone) {
     return std::nullopt;
   }
@@ -404,8 +404,7 @@ std::optional<v1::Alarm> Monitor::UpdateAlarm(Track& track, const v1::Verdict& v
   track.actor = Actor{};
   spdlog::info("alarm {} histogram={} run={} state={} severity={} s={:.3f} threshold={}",
                AlarmEventName(event), track.name, verdict.run(), AlarmStateName(track.alarm.state),
-               SeverityName(track.alarm.severity), verdict.log_reduced_chi2(),
-               verdict.threshold());
+               SeverityName(track.alarm.severity), verdict.log_reduced_chi2(), verdict.threshold());
   return AlarmMessage(track, now_unix_ns);
 }
 
@@ -509,8 +508,7 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
   }
   result.alarm = UpdateAlarm(track, v, now_unix_ns);
   if (h.final()) {
-    result.summary =
-        Tally(h.name(), h.run(), score.log_reduced_chi2, v.severity(), now_unix_ns);
+    result.summary = Tally(h.name(), h.run(), score.log_reduced_chi2, v.severity(), now_unix_ns);
   }
   return result;
 }
@@ -608,10 +606,11 @@ CommandOutcome Monitor::SetLabel(const v1::SetLabel& request, const Actor& who) 
           track->name, run, LabelName(before), LabelName(label), who.user, who.host, who.comment);
     }
   }
-  spdlog::info("label applied histogram={} run={} label={} histograms={} changed={} user={} "
-               "host={} comment=\"{}\"",
-               request.whole_run() ? "*" : request.histogram(), run, LabelName(label),
-               out.affected, changed, who.user, who.host, who.comment);
+  spdlog::info(
+      "label applied histogram={} run={} label={} histograms={} changed={} user={} "
+      "host={} comment=\"{}\"",
+      request.whole_run() ? "*" : request.histogram(), run, LabelName(label), out.affected, changed,
+      who.user, who.host, who.comment);
   out.detail = changed == 0 ? "no change (the label was already known)" : "";
   return out;
 }
@@ -714,9 +713,10 @@ CommandOutcome Monitor::Rebaseline(const std::string& pattern, const Actor& who,
     out.refused = "no histogram matches '" + pattern + "'";
     return out;
   }
-  spdlog::info("template reset pattern=\"{}\" histograms={} reason=rebaseline user={} host={} "
-               "comment=\"{}\"",
-               pattern, out.affected, who.user, who.host, who.comment);
+  spdlog::info(
+      "template reset pattern=\"{}\" histograms={} reason=rebaseline user={} host={} "
+      "comment=\"{}\"",
+      pattern, out.affected, who.user, who.host, who.comment);
   return out;
 }
 
@@ -942,9 +942,8 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     if (auto why = LoadAlarm(hs.alarm(), track->alarm)) {
       return where + *why;
     }
-    track->alarm_event = static_cast<AlarmEvent>(
-        std::clamp(static_cast<int>(hs.alarm().event()), 0,
-                   static_cast<int>(AlarmEvent::kRebaselined)));
+    track->alarm_event = static_cast<AlarmEvent>(std::clamp(
+        static_cast<int>(hs.alarm().event()), 0, static_cast<int>(AlarmEvent::kRebaselined)));
     if (hs.alarm().has_verdict()) {
       track->alarm_verdict = hs.alarm().verdict();
     }

@@ -102,13 +102,11 @@ class Monitor {
                              std::int64_t now_unix_ns);
   CommandOutcome Shelve(const std::string& histogram, std::int64_t until_unix_s, const Actor& who,
                         std::int64_t now_unix_ns);
-  CommandOutcome Unshelve(const std::string& histogram, const Actor& who,
-                          std::int64_t now_unix_ns);
+  CommandOutcome Unshelve(const std::string& histogram, const Actor& who, std::int64_t now_unix_ns);
   CommandOutcome Disable(const std::string& histogram, const Actor& who, std::int64_t now_unix_ns);
   CommandOutcome Enable(const std::string& histogram, const Actor& who, std::int64_t now_unix_ns);
   // Resets every template whose name matches the glob to learn afresh.
-  CommandOutcome Rebaseline(const std::string& pattern, const Actor& who,
-                            std::int64_t now_unix_ns);
+  CommandOutcome Rebaseline(const std::string& pattern, const Actor& who, std::int64_t now_unix_ns);
 
   // Every alarm not in state NORMAL (shelved and disabled ones included) whose histogram name
   // starts with `prefix`, in name order. last_sequence is the publisher's to set.

@@ -63,7 +63,7 @@ class MonitorTest : public ::testing::Test {
   }
 
   CommandOutcome Relabel(const std::string& name, std::uint64_t run, v1::Label label,
-                       bool whole_run = false) {
+                         bool whole_run = false) {
     v1::SetLabel l;
     l.set_histogram(name);
     l.set_run(run);
@@ -394,7 +394,6 @@ TEST_F(MonitorTest, VerdictsMatchTheReferenceImplementation) {
   }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Labels and the journal
 
@@ -420,10 +419,9 @@ TEST_F(MonitorTest, LateLabelsInAnyOrderGiveTheTemplateOfOnTimeLabels) {
       pending.push_back(run);
       std::shuffle(pending.begin(), pending.end(), rng);
       // Label some of the pending runs, always before they leave the journal.
-      while (!pending.empty() && (rng() % 3 == 0 || run - pending.front() >= 35 ||
-                                  std::any_of(pending.begin(), pending.end(), [&](auto r) {
-                                    return run - r >= 35;
-                                  }))) {
+      while (!pending.empty() &&
+             (rng() % 3 == 0 || run - pending.front() >= 35 ||
+              std::any_of(pending.begin(), pending.end(), [&](auto r) { return run - r >= 35; }))) {
         auto oldest = std::min_element(pending.begin(), pending.end());
         const std::uint64_t r = rng() % 2 == 0 ? *oldest : pending.back();
         ASSERT_FALSE(Relabel(name, r, TrueLabel(r)).refused) << "run " << r;
@@ -617,8 +615,9 @@ TEST_F(ChatterTest, HistogramHoveringAtTheThresholdRaisesOnce) {
 }
 
 TEST_F(MonitorTest, MinorSeverityBetweenTheTwoThresholds) {
-  Configure("  warmup_runs: 0\n  auto_accept: never\n  threshold: 100\n"
-            "  warning_threshold: 1\n");
+  Configure(
+      "  warmup_runs: 0\n  auto_accept: never\n  threshold: 100\n"
+      "  warning_threshold: 1\n");
   for (std::uint64_t run = 1; run <= 5; ++run) {
     Send(Hist("A/h", run, Bell(), v1::LABEL_GOOD));
   }
@@ -721,8 +720,7 @@ TEST_F(MonitorTest, RunSummaryCountsSeveritiesAndNamesTheWorst) {
   EXPECT_EQ(summary->major(), 2u);
   EXPECT_EQ(summary->none() + summary->minor(), 5u);
   ASSERT_EQ(summary->worst_size(), 5);
-  const std::set<std::string> top = {summary->worst(0).histogram(),
-                                     summary->worst(1).histogram()};
+  const std::set<std::string> top = {summary->worst(0).histogram(), summary->worst(1).histogram()};
   EXPECT_EQ(top, (std::set<std::string>{"A/h", "B/h"}));
   EXPECT_EQ(summary->worst(0).severity(), v1::SEVERITY_MAJOR);
   EXPECT_GE(summary->worst(0).log_reduced_chi2(), summary->worst(1).log_reduced_chi2());
