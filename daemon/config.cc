@@ -434,6 +434,28 @@ void ReadLog(const Reader& r, const YAML::Node& node, Config& c) {
   }
 }
 
+void ReadTraining(const Reader& r, const YAML::Node& node, Config& c) {
+  r.RequireMap(node, "training");
+  r.OnlyKeys(node, "training", {"workers", "queue_size", "threads_per_worker", "max_steps"});
+  TrainingConfig& t = c.training;
+  if (node["workers"]) {
+    t.workers = static_cast<int>(r.Unsigned(node["workers"], "training.workers", 64));
+  }
+  if (node["queue_size"]) {
+    t.queue_size = r.Unsigned(node["queue_size"], "training.queue_size", 1000000);
+  }
+  if (node["threads_per_worker"]) {
+    t.threads_per_worker =
+        static_cast<int>(r.Unsigned(node["threads_per_worker"], "training.threads_per_worker", 64));
+  }
+  if (node["max_steps"]) {
+    t.max_steps = static_cast<int>(r.Unsigned(node["max_steps"], "training.max_steps", 1000));
+  }
+  if (t.workers == 0 || t.queue_size == 0 || t.threads_per_worker == 0 || t.max_steps == 0) {
+    r.Fail("training", "workers, queue_size, threads_per_worker and max_steps must be at least 1");
+  }
+}
+
 void ReadDefaults(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "defaults");
   r.OnlyKeys(node, "defaults", kSettingKeys);
@@ -506,7 +528,9 @@ Config ParseConfig(const std::string& text, const std::string& name) {
     throw ConfigError(name + ": empty configuration");
   }
   r.RequireMap(root, "(top level)");
-  r.OnlyKeys(root, "", {"input", "output", "control", "http", "state", "log", "defaults", "rules"});
+  r.OnlyKeys(
+      root, "",
+      {"input", "output", "control", "http", "state", "log", "defaults", "rules", "training"});
   try {
     // Defaults first: rules are checked against them.
     // An empty section ("log:" and nothing under it) means its defaults.
@@ -534,6 +558,9 @@ Config ParseConfig(const std::string& text, const std::string& name) {
     }
     if (present("rules")) {
       ReadRules(r, root["rules"], c);
+    }
+    if (present("training")) {
+      ReadTraining(r, root["training"], c);
     }
   } catch (const YAML::Exception& e) {
     throw ConfigError(name + ": " + e.what());

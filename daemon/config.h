@@ -73,6 +73,15 @@ struct CurveConfig {
   bool operator==(const CurveConfig&) const = default;
 };
 
+// Background training of the transformer templates (`training:`, daemon/README.md).
+struct TrainingConfig {
+  int workers = 1;
+  std::size_t queue_size = 64;
+  int threads_per_worker = 1;  // libtorch intra-op threads (process-wide)
+  int max_steps = 1000;        // per training of one histogram (early stopping comes first)
+  bool operator==(const TrainingConfig&) const = default;
+};
+
 struct Config {
   std::string file;  // where it was read from, for messages
 
@@ -104,6 +113,8 @@ struct Config {
 
   HistogramSettings defaults;
   std::vector<Rule> rules;
+
+  TrainingConfig training;
 };
 
 // Builds a template for `bins` bins with `settings`. The daemon knows "ewma"; other methods

@@ -119,6 +119,7 @@ Daemon::Daemon(Config config)
   for (std::string_view reason : RejectionReasons()) {
     metrics_.rejected.emplace(std::string(reason), 0);
   }
+  SetUpTraining();
   std::error_code ec;
   std::filesystem::create_directories(config_->state_directory, ec);
   if (ec) {
@@ -143,6 +144,21 @@ Daemon::~Daemon() {
   if (output_.handle() != nullptr) {
     output_.close();
   }
+}
+
+void Daemon::SetUpTraining() {
+#if DINAMO_HAVE_TORCH
+  const TrainingConfig& t = config_->training;
+  RegisterTransformerMethod(t);
+  training_pool_ =
+      std::make_unique<TrainingPool>(io_, TrainingPoolOptions{t.workers, t.queue_size});
+  trainer_ = std::make_unique<TransformerTrainer>(*training_pool_, t);
+  monitor_.set_learned_hook([this](const std::string& histogram, TemplateModel& model) {
+    trainer_->OnLearned(histogram, model);
+  });
+  spdlog::info("training workers={} queue_size={} threads_per_worker={} max_steps={}", t.workers,
+               t.queue_size, t.threads_per_worker, t.max_steps);
+#endif
 }
 
 void Daemon::Restore() {
@@ -763,6 +779,9 @@ void Daemon::Reload() {
   if (fresh->state_directory != config_->state_directory) {
     spdlog::warn("state.directory changed: takes effect at the next start");
   }
+  if (fresh->training != config_->training) {
+    spdlog::warn("training changed: takes effect at the next start");
+  }
   const std::shared_ptr<const Config> old = config_;
   config_ = fresh;
   settings_.Reset(config_);
@@ -869,6 +888,11 @@ void Daemon::Stop(int signal_number) {
   input_monitor_.reset();
   input_.reset();
   FlushSuppressed(true);
+  if (training_pool_) {
+    // Running trainings stop at their next step and queued ones are dropped: the snapshot keeps
+    // the model as last trained and the good runs recorded since (daemon/README.md).
+    training_pool_->Stop();
+  }
   if (!WriteSnapshot("shutdown")) {
     exit_code_ = 1;  // the next start would not continue exactly: let the supervisor know
   }
@@ -898,7 +922,11 @@ HttpResponse Daemon::Http(std::string_view target) {
     g.alarms_active = monitor_.alarms_active();
     g.uptime_s = std::chrono::duration<double>(Clock::now() - started_).count();
     g.last_sequence = sequence_;
-    return {200, "text/plain; version=0.0.4; charset=utf-8", RenderPrometheus(metrics_, g)};
+    std::string body = RenderPrometheus(metrics_, g);
+#if DINAMO_HAVE_TORCH
+    trainer_->RenderMetrics(body);
+#endif
+    return {200, "text/plain; version=0.0.4; charset=utf-8", std::move(body)};
   }
   if (path == "/healthz") {
     return stopping_ ? HttpResponse{503, "text/plain; charset=utf-8", "stopping\n"}

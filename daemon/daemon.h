@@ -24,6 +24,10 @@
 #include "metrics.h"
 #include "monitor.h"
 #include "snapshot_store.h"
+#include "training_pool.h"
+#if DINAMO_HAVE_TORCH
+#include "transformer_training.h"
+#endif
 
 namespace dinamo::daemon {
 
@@ -69,6 +73,7 @@ class Daemon {
   void SetUpOutput();
   void SetUpControl();
   void SetUpHttp();
+  void SetUpTraining();
   void Restore();
 
   void WaitInput();
@@ -154,6 +159,13 @@ class Daemon {
   std::int64_t last_snapshot_unix_ns_ = 0;
   bool stopping_ = false;
   int exit_code_ = 0;
+
+  // Background training (method transformer); last members: the workers stop and join before
+  // anything they post to is destroyed.
+  std::unique_ptr<TrainingPool> training_pool_;
+#if DINAMO_HAVE_TORCH
+  std::unique_ptr<TransformerTrainer> trainer_;
+#endif
 };
 
 // The version printed in logs, heartbeats and /status.

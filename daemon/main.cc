@@ -10,6 +10,9 @@
 
 #include "config.h"
 #include "daemon.h"
+#if DINAMO_HAVE_TORCH
+#include "transformer_training.h"
+#endif
 
 namespace {
 
@@ -34,6 +37,11 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   SetUpLogging();
+#if DINAMO_HAVE_TORCH
+  // Before the configuration is read: it may name the method. The daemon registers it again
+  // with its training settings.
+  dinamo::daemon::RegisterTransformerMethod(dinamo::daemon::TrainingConfig{});
+#endif
   dinamo::daemon::Config config;
   try {
     config = dinamo::daemon::LoadConfig(config_path);

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -92,6 +93,11 @@ class Monitor {
   std::size_t templates() const { return tracks_.size(); }
   std::uint32_t alarms_active() const;
 
+  // Called on the loop after a final run taught a template: the daemon schedules the
+  // background training of models that train (the transformer).
+  using LearnedHook = std::function<void(const std::string& histogram, TemplateModel& model)>;
+  void set_learned_hook(LearnedHook hook) { learned_hook_ = std::move(hook); }
+
   // A shifter's label for a run of one histogram, or (whole_run) of every histogram whose
   // journal holds the run. Applied through the journal: the template becomes what it would have
   // been had the label come with the run.
@@ -147,6 +153,7 @@ class Monitor {
   v1::RunSummary Summarise(std::uint64_t run, const RunTally& tally, std::int64_t now_unix_ns);
 
   SettingsResolver& settings_;
+  LearnedHook learned_hook_;
   std::uint64_t generation_ = 1;
   std::map<std::string, std::unique_ptr<Track>, std::less<>> tracks_;
 

@@ -1,0 +1,93 @@
+#pragma once
+
+// Background workers for work that must never run on the event loop (the transformer's
+// training, DESIGN.md section 3). Tasks wait in one bounded queue; a task runs on a worker and
+// is then handed back to the loop through asio::post, where it applies its result: the loop
+// keeps owning all state, a worker only sees what its task carries.
+//
+// Rules (daemon/README.md): at most one queued task per key (a task submitted under a key that
+// is still queued replaces it in place: coalescing); when the queue is full the oldest queued
+// task is dropped and told so on the loop; Stop() cancels the running tasks (they see the flag
+// between two steps), drops the queued ones and joins the workers.
+
+#include <atomic>
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <utility>  // before Asio: Boost 1.74 misses it under C++20
+#include <vector>
+
+#include <boost/asio/io_context.hpp>
+
+namespace dinamo::daemon {
+
+class TrainingTask {
+ public:
+  enum class Outcome {
+    kCompleted,  // Run() returned without being cancelled
+    kDropped,    // the queue was full and this was its oldest task
+    kCancelled,  // the pool stopped before or while it ran
+  };
+
+  virtual ~TrainingTask() = default;
+  // On a worker. Long work checks `cancelled` between its steps and returns soon once it is set.
+  virtual void Run(const std::atomic<bool>& cancelled) = 0;
+  // On the loop, exactly once per task that was not replaced: after Run (kCompleted), or when
+  // it was dropped. Cancelled tasks are not finished: the loop has stopped by then.
+  virtual void Finish(Outcome outcome) = 0;
+};
+
+struct TrainingPoolOptions {
+  int workers = 1;
+  std::size_t queue_size = 64;
+};
+
+class TrainingPool {
+ public:
+  TrainingPool(boost::asio::io_context& loop, const TrainingPoolOptions& options);
+  ~TrainingPool();
+  TrainingPool(const TrainingPool&) = delete;
+  TrainingPool& operator=(const TrainingPool&) = delete;
+
+  enum class Submitted { kQueued, kReplaced, kStopped };
+
+  // Queues `task` under `key`, or replaces the task still queued under that key (it keeps its
+  // place; the replaced task is destroyed without Finish). A full queue drops its oldest task.
+  Submitted Submit(std::uint64_t key, std::unique_ptr<TrainingTask> task);
+
+  // Replaces the task queued under `key` and returns true; false (and `task` untouched) when
+  // no task is queued under it (none, or it is running already).
+  bool Replace(std::uint64_t key, std::unique_ptr<TrainingTask>& task);
+
+  // Cancels and joins; idempotent. Nothing is posted to the loop afterwards.
+  void Stop();
+
+  std::size_t queue_depth() const;
+  std::size_t running() const;
+  int workers() const { return static_cast<int>(threads_.size()); }
+
+ private:
+  struct Queued {
+    std::uint64_t key;
+    std::unique_ptr<TrainingTask> task;
+  };
+
+  void Work();
+  void PostFinish(std::unique_ptr<TrainingTask> task, TrainingTask::Outcome outcome);
+
+  boost::asio::io_context& loop_;
+  std::size_t queue_size_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Queued> queue_;
+  std::size_t running_ = 0;
+  bool stopping_ = false;
+  std::atomic<bool> cancelled_{false};
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace dinamo::daemon

@@ -1,0 +1,260 @@
+#include "transformer_training.h"
+
+#include <algorithm>
+#include <chrono>
+#include <map>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+namespace dinamo::daemon {
+namespace {
+
+// The good runs a training step and the scoring of later runs ever read (K + M).
+std::size_t KeptRuns(const TransformerModel& model) {
+  const TransformerOptions& o = model.options();
+  return static_cast<std::size_t>(o.batch_runs + o.context_runs);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// DeferredTransformer
+
+DeferredTransformer::DeferredTransformer(std::shared_ptr<const TransformerModel> initial)
+    : slot_(std::make_shared<TransformerSlot>()) {
+  slot_->trained = std::move(initial);
+}
+
+std::size_t DeferredTransformer::bins() const { return slot_->trained->bins(); }
+
+void DeferredTransformer::Expect(std::int64_t run, Expectation& out) const {
+  TransformerSlot& s = *slot_;
+  if (s.expected_run != run) {
+    // A forward pass on the loop (about a millisecond): the worker guessed another run.
+    s.trained->Expect(run, s.expected);
+    s.expected_run = run;
+  }
+  out = s.expected;
+}
+
+bool DeferredTransformer::Learn(std::int64_t run, const Observation& obs) {
+  TransformerSlot& s = *slot_;
+  if (obs.empty() || obs.bins() != bins()) {
+    return false;
+  }
+  if (!s.pending.empty() && run <= s.pending.back().run) {
+    return false;
+  }
+  s.pending.push_back({run, obs});
+  // Trainings that cannot keep up (dropped from a full queue) must not grow this without bound.
+  const std::size_t keep = KeptRuns(*s.trained);
+  if (s.pending.size() > keep) {
+    const std::size_t excess = s.pending.size() - keep;
+    s.pending.erase(s.pending.begin(), s.pending.begin() + static_cast<std::ptrdiff_t>(excess));
+    s.pending_trimmed += excess;
+  }
+  return true;
+}
+
+std::uint64_t DeferredTransformer::learned_runs() const {
+  return slot_->trained->learned_runs() + slot_->pending.size() + slot_->pending_trimmed;
+}
+
+std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
+  auto copy = std::make_unique<DeferredTransformer>(slot_->trained);
+  TransformerSlot& s = *copy->slot_;
+  s.histogram = slot_->histogram;
+  s.pending = slot_->pending;
+  s.pending_trimmed = slot_->pending_trimmed;
+  s.expected_run = slot_->expected_run;
+  s.expected = slot_->expected;
+  return copy;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training
+
+int TrainUntilStopped(TransformerModel& model, int max_steps, const std::atomic<bool>& cancel) {
+  if (model.learned_runs() == 0) {
+    return 0;
+  }
+  const TransformerOptions& o = model.options();
+  // Train() with a budget and a way out: the same steps, one TrainStep at a time.
+  EarlyStopping stopping(o.patience, std::min(max_steps, o.max_steps));
+  while (!cancel.load(std::memory_order_relaxed) && stopping.Continue(model.TrainStep())) {
+  }
+  return stopping.steps();
+}
+
+class TransformerTrainer::Task final : public TrainingTask {
+ public:
+  Task(TransformerTrainer& trainer, const std::shared_ptr<TransformerSlot>& slot)
+      : trainer_(trainer),
+        slot_(slot),
+        base_(slot->trained),
+        pending_(slot->pending),
+        max_steps_(trainer.config_.max_steps) {
+    next_run_ = pending_.empty() ? 1 : pending_.back().run + 1;
+  }
+
+  void Run(const std::atomic<bool>& cancel) override {
+    const auto start = std::chrono::steady_clock::now();
+    trained_ = base_->CloneTransformer();
+    for (const TransformerSlot::Pending& p : pending_) {
+      trained_->Record(p.run, p.obs);
+    }
+    steps_ = trainer_.train_(*trained_, max_steps_, cancel);
+    // The verdict of the next run then costs the loop a copy instead of a forward pass.
+    trained_->Expect(next_run_, expected_);
+    seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+
+  void Finish(Outcome outcome) override { trainer_.Finished(*this, outcome); }
+
+ private:
+  friend class TransformerTrainer;
+
+  TransformerTrainer& trainer_;
+  std::weak_ptr<TransformerSlot> slot_;
+  std::shared_ptr<const TransformerModel> base_;
+  std::vector<TransformerSlot::Pending> pending_;
+  int max_steps_;
+  std::int64_t next_run_ = 1;
+  std::unique_ptr<TransformerModel> trained_;
+  Expectation expected_;
+  int steps_ = 0;
+  double seconds_ = 0.0;
+};
+
+TransformerTrainer::TransformerTrainer(TrainingPool& pool, const TrainingConfig& config,
+                                       TrainFunction train)
+    : pool_(pool), config_(config), train_(std::move(train)) {}
+
+std::unique_ptr<TrainingTask> TransformerTrainer::MakeTask(
+    const std::shared_ptr<TransformerSlot>& slot) {
+  return std::make_unique<Task>(*this, slot);
+}
+
+void TransformerTrainer::OnLearned(const std::string& histogram, TemplateModel& model) {
+  auto* transformer = dynamic_cast<DeferredTransformer*>(&model);
+  if (transformer == nullptr) {
+    return;
+  }
+  const std::shared_ptr<TransformerSlot>& slot = transformer->slot();
+  slot->histogram = histogram;
+  if (!slot->in_flight) {
+    Submit(slot);
+    return;
+  }
+  // At most one training per histogram: fold the new run into the one still queued, or owe
+  // one more for when the running one is back (it then starts from the weights it produced).
+  std::unique_ptr<TrainingTask> task = MakeTask(slot);
+  if (pool_.Replace(reinterpret_cast<std::uintptr_t>(slot.get()), task)) {
+    ++counters_.coalesced;
+  } else {
+    slot->owed = true;
+  }
+}
+
+void TransformerTrainer::Resume(DeferredTransformer& model) {
+  const std::shared_ptr<TransformerSlot>& slot = model.slot();
+  if (!slot->in_flight && !slot->pending.empty()) {
+    Submit(slot);
+  }
+}
+
+void TransformerTrainer::Submit(const std::shared_ptr<TransformerSlot>& slot) {
+  const auto key = reinterpret_cast<std::uintptr_t>(slot.get());
+  if (pool_.Submit(key, MakeTask(slot)) == TrainingPool::Submitted::kStopped) {
+    return;
+  }
+  slot->in_flight = true;
+  slot->owed = false;
+  ++counters_.submitted;
+}
+
+void TransformerTrainer::Finished(Task& task, TrainingTask::Outcome outcome) {
+  const std::shared_ptr<TransformerSlot> slot = task.slot_.lock();
+  if (!slot) {
+    ++counters_.discarded;  // the template was reset or replaced meanwhile
+    return;
+  }
+  slot->in_flight = false;
+  if (outcome == TrainingTask::Outcome::kDropped) {
+    // Its runs stay pending: the histogram's next good run trains on all of them.
+    ++counters_.dropped;
+    spdlog::debug("training dropped histogram={} reason=queue_full", slot->histogram);
+    slot->owed = false;
+    return;
+  }
+  if (outcome != TrainingTask::Outcome::kCompleted) {
+    return;
+  }
+  ++counters_.completed;
+  counters_.steps += static_cast<std::uint64_t>(task.steps_);
+  counters_.seconds += task.seconds_;
+
+  // The trained model has recorded the runs the task carried; later ones stay pending.
+  const std::int64_t through = task.pending_.empty() ? 0 : task.pending_.back().run;
+  auto& pending = slot->pending;
+  pending.erase(pending.begin(), std::find_if(pending.begin(), pending.end(),
+                                              [through](const TransformerSlot::Pending& p) {
+                                                return p.run > through;
+                                              }));
+  slot->trained = std::shared_ptr<const TransformerModel>(std::move(task.trained_));
+  slot->expected_run = task.next_run_;
+  slot->expected = std::move(task.expected_);
+  spdlog::debug("training done histogram={} steps={} seconds={:.3f} pending={}", slot->histogram,
+                task.steps_, task.seconds_, pending.size());
+  if (slot->owed || !pending.empty()) {
+    Submit(slot);
+  }
+}
+
+void TransformerTrainer::RenderMetrics(std::string& out) const {
+  const auto counter = [&out](std::string_view name, std::string_view help, auto v) {
+    fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help,
+                   name, name, v);
+  };
+  const auto gauge = [&out](std::string_view name, std::string_view help, auto v) {
+    fmt::format_to(std::back_inserter(out), "# HELP {} {}\n# TYPE {} gauge\n{} {}\n", name, help,
+                   name, name, v);
+  };
+  counter("dinamo_trainings_submitted_total", "Transformer trainings queued", counters_.submitted);
+  counter("dinamo_trainings_coalesced_total",
+          "Good runs folded into a transformer training still queued", counters_.coalesced);
+  counter("dinamo_trainings_completed_total", "Transformer trainings finished and applied",
+          counters_.completed);
+  counter("dinamo_trainings_dropped_total",
+          "Oldest queued transformer trainings dropped because the queue was full",
+          counters_.dropped);
+  counter("dinamo_trainings_discarded_total",
+          "Transformer trainings finished for a template reset meanwhile", counters_.discarded);
+  counter("dinamo_training_steps_total", "Transformer training steps taken", counters_.steps);
+  counter("dinamo_training_seconds_total", "Seconds workers spent in transformer trainings",
+          counters_.seconds);
+  gauge("dinamo_training_queue_depth", "Transformer trainings waiting for a worker",
+        pool_.queue_depth());
+  gauge("dinamo_trainings_running", "Transformer trainings on a worker now", pool_.running());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The method
+
+void RegisterTransformerMethod(const TrainingConfig& config) {
+  auto initial = std::make_shared<std::map<std::size_t, std::shared_ptr<const TransformerModel>>>();
+  RegisterModelFactory("transformer",
+                       [config, initial](std::size_t bins, const HistogramSettings&) {
+                         auto& model = (*initial)[bins];
+                         if (!model) {
+                           TransformerOptions options;
+                           options.bins = bins;
+                           options.threads = config.threads_per_worker;
+                           model = std::make_shared<const TransformerModel>(options);
+                         }
+                         return std::make_unique<DeferredTransformer>(model);
+                       });
+}
+
+}  // namespace dinamo::daemon

@@ -1,0 +1,118 @@
+#pragma once
+
+// method "transformer" in dinamod (issue 5, daemon/README.md "Transformer templates"): the
+// template the monitor scores with, and the scheduler that trains it on the TrainingPool. Only
+// built with libtorch; libtorch's headers stay behind dinamo/transformer_template.h.
+//
+// The loop never trains and never builds a model: it scores with the last trained model
+// (shared, immutable) and remembers the good runs recorded since. A worker clones that model,
+// records those runs into the clone, trains it and hands it back; the loop then scores with it.
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "dinamo/observation.h"
+#include "dinamo/score.h"
+#include "dinamo/template_model.h"
+#include "dinamo/transformer_template.h"
+#include "training_pool.h"
+
+namespace dinamo::daemon {
+
+// What the loop knows of one histogram's transformer, shared by the template and by the
+// training in flight (which holds it weakly: a reset template orphans it and the result is
+// discarded). Touched on the loop only.
+struct TransformerSlot {
+  struct Pending {
+    std::int64_t run = 0;
+    Observation obs;
+  };
+
+  std::string histogram;
+  std::shared_ptr<const TransformerModel> trained;  // read by the loop and by workers
+  std::vector<Pending> pending;       // good runs recorded since `trained` (increasing runs)
+  std::uint64_t pending_trimmed = 0;  // older pending runs forgotten (only K + M are read)
+  bool in_flight = false;             // a training is queued or running
+  bool owed = false;                  // good runs arrived while it was running
+  // The template for `expected_run` from `trained` and no pending run, computed by the worker.
+  std::optional<std::int64_t> expected_run;
+  Expectation expected;
+};
+
+// DINAMO-ML behind the monitor's template interface, cheap on the loop: Learn only remembers.
+class DeferredTransformer final : public TemplateModel {
+ public:
+  explicit DeferredTransformer(std::shared_ptr<const TransformerModel> initial);
+
+  std::string_view method() const override { return "transformer"; }
+  std::size_t bins() const override;
+  void Expect(std::int64_t run, Expectation& out) const override;
+  bool Learn(std::int64_t run, const Observation& obs) override;
+  std::uint64_t learned_runs() const override;
+  std::unique_ptr<TemplateModel> Clone() const override;
+
+  const std::shared_ptr<TransformerSlot>& slot() const { return slot_; }
+
+ private:
+  std::shared_ptr<TransformerSlot> slot_;
+};
+
+// Loop-side counters of the trainings, for /metrics.
+struct TrainingCounters {
+  std::uint64_t submitted = 0;
+  std::uint64_t coalesced = 0;  // good runs folded into a training still queued
+  std::uint64_t completed = 0;
+  std::uint64_t dropped = 0;    // oldest queued training dropped because the queue was full
+  std::uint64_t discarded = 0;  // finished for a template that was reset meanwhile
+  std::uint64_t steps = 0;
+  double seconds = 0.0;
+  std::uint64_t expected_hits = 0;    // verdicts scored with the worker's template
+  std::uint64_t expected_misses = 0;  // forward passes on the loop
+};
+
+// How a worker trains a clone of the last trained model once the pending runs are recorded
+// into it: the real one steps until early stopping (or `max_steps`, or cancellation); tests
+// inject slow or scripted ones. Returns the steps taken.
+using TrainFunction =
+    std::function<int(TransformerModel& model, int max_steps, const std::atomic<bool>& cancel)>;
+
+int TrainUntilStopped(TransformerModel& model, int max_steps, const std::atomic<bool>& cancel);
+
+class TransformerTrainer {
+ public:
+  TransformerTrainer(TrainingPool& pool, const TrainingConfig& config,
+                     TrainFunction train = TrainUntilStopped);
+
+  // A final run taught `model` (the monitor's hook): schedules a training when it is a
+  // transformer, coalescing with one still queued. Other methods are ignored.
+  void OnLearned(const std::string& histogram, TemplateModel& model);
+
+  // Schedules the training a restored template still owes (a snapshot taken meanwhile).
+  void Resume(DeferredTransformer& model);
+
+  const TrainingCounters& counters() const { return counters_; }
+  void RenderMetrics(std::string& out) const;
+
+ private:
+  class Task;
+  std::unique_ptr<TrainingTask> MakeTask(const std::shared_ptr<TransformerSlot>& slot);
+  void Submit(const std::shared_ptr<TransformerSlot>& slot);
+  void Finished(Task& task, TrainingTask::Outcome outcome);
+
+  TrainingPool& pool_;
+  TrainingConfig config_;
+  TrainFunction train_;
+  TrainingCounters counters_;
+};
+
+// Registers method "transformer" with the monitor's model factories: models of the published
+// architecture for the histogram's bins, libtorch's threads from `config`. One initial model
+// per bin count is built and shared (every fresh template starts from the same seed).
+void RegisterTransformerMethod(const TrainingConfig& config);
+
+}  // namespace dinamo::daemon
