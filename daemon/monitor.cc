@@ -767,16 +767,15 @@ std::optional<v1::RunSummary> Monitor::Tally(const std::string& name, std::uint6
   if (tally.histograms.empty()) {
     tally.first_final_unix_ns = now_unix_ns;
   }
-  tally.histograms.try_emplace(name, s, severity);  // a refused final does not override
-  const bool complete =
-      !previous_run_histograms_.empty() &&
-      std::all_of(previous_run_histograms_.begin(), previous_run_histograms_.end(),
-                  [&](const std::string& h) { return tally.histograms.contains(h); });
-  if (!complete) {
+  // A refused final does not override a scored one.
+  if (tally.histograms.try_emplace(name, s, severity).second &&
+      previous_run_histograms_.contains(name)) {
+    ++tally.expected_seen;
+  }
+  if (previous_run_histograms_.empty() || tally.expected_seen < previous_run_histograms_.size()) {
     return std::nullopt;
   }
-  v1::RunSummary summary = Summarise(run, tally, now_unix_ns);
-  return summary;
+  return Summarise(run, tally, now_unix_ns);
 }
 
 std::vector<v1::RunSummary> Monitor::DueSummaries(std::int64_t now_unix_ns, double after_s) {
@@ -802,7 +801,7 @@ v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
   previous_run_histograms_.clear();
   for (const auto& [name, result] : tally.histograms) {
     const auto& [s, severity] = result;
-    previous_run_histograms_.push_back(name);
+    previous_run_histograms_.insert(name);
     switch (severity) {
       case v1::SEVERITY_MINOR:
         summary.set_minor(summary.minor() + 1);
@@ -841,6 +840,12 @@ v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
   // this run or earlier ones no longer count.
   last_summarised_run_ = std::max(last_summarised_run_, run);
   tallies_.erase(tallies_.begin(), tallies_.upper_bound(run));
+  for (auto& [later, pending] : tallies_) {
+    pending.expected_seen = 0;
+    for (const auto& [name, result] : pending.histograms) {
+      pending.expected_seen += previous_run_histograms_.contains(name);
+    }
+  }
   return summary;
 }
 

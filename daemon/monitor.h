@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <span>
 #include <string>
 #include <string_view>
@@ -135,6 +136,7 @@ class Monitor {
   struct RunTally {
     std::int64_t first_final_unix_ns = 0;
     std::map<std::string, std::pair<double, v1::Severity>, std::less<>> histograms;
+    std::size_t expected_seen = 0;  // how many of previous_run_histograms_ are in
   };
 
   std::optional<Rejection> Check(std::string_view topic, const v1::Histogram& h) const;
@@ -160,7 +162,7 @@ class Monitor {
   // Runs whose summary is pending, the histograms of the last summarised run (whose finals
   // complete the next one), and the last run summarised (later finals of it are not counted).
   std::map<std::uint64_t, RunTally> tallies_;
-  std::vector<std::string> previous_run_histograms_;
+  std::set<std::string, std::less<>> previous_run_histograms_;
   std::uint64_t last_summarised_run_ = 0;
 
   // Reused buffers of the hot path.

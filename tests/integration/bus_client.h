@@ -250,6 +250,24 @@ class Bus {
     return false;
   }
 
+  // Bodies of the messages whose topic starts with `prefix`, until `count` came or the time is
+  // up.
+  std::vector<std::string> Take(const std::string& prefix, std::size_t count,
+                                std::chrono::milliseconds timeout = 10s) {
+    std::vector<std::string> got;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (got.size() < count && std::chrono::steady_clock::now() < deadline) {
+      std::vector<zmq::message_t> frames;
+      if (!Poll(100ms) || !zmq::recv_multipart(sub_, std::back_inserter(frames))) {
+        continue;
+      }
+      if (frames.size() == 2 && frames[0].to_string().rfind(prefix, 0) == 0) {
+        got.push_back(frames[1].to_string());
+      }
+    }
+    return got;
+  }
+
   // Verdicts of `name` until every run in [first, last] has one or the time is up.
   std::map<std::uint64_t, v1::Verdict> Collect(const std::string& name, std::uint64_t first,
                                                std::uint64_t last,

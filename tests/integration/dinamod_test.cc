@@ -402,6 +402,49 @@ TEST_F(DinamodTest, AcknowledgedAlarmIsStillAcknowledgedAfterRestart) {
   EXPECT_EQ(daemon_.Stop(), 0);
 }
 
+TEST_F(DinamodTest, RunSummaryComesWhenEveryHistogramOfTheRunIsIn) {
+  std::string config = daemon_.ConfigText(1.0);
+  config.replace(config.find("  heartbeat_s: 0.2\n"), 18,
+                 "  heartbeat_s: 0.2\n  run_summary_after_s: 3\n");
+  daemon_.WriteConfig(config);
+  daemon_.Start();
+  bus_ = std::make_unique<Bus>(daemon_);
+  ASSERT_TRUE(bus_->WaitReady(daemon_)) << daemon_.Log();
+  // Run 10 is summarised by the timer; it tells the daemon which histograms a run has.
+  for (const char* name : {"S/a", "S/b", "S/c"}) {
+    bus_->Send(Bus::Make(name, 10, Toy().runs[0].counts, v1::LABEL_GOOD));
+  }
+  ASSERT_EQ(bus_->Take("run/10", 1).size(), 1u);
+  std::vector<double> broken = Toy().runs[1].counts;
+  std::fill(broken.begin(), broken.begin() + 50, 0.0);
+  bus_->Send(Bus::Make("S/a", 11, Toy().runs[1].counts));
+  bus_->Send(Bus::Make("S/b", 11, broken));
+  bus_->Send(Bus::Make("S/c", 11, Toy().runs[1].counts));
+  // Complete with its third final: well before run_summary_after_s.
+  const auto bodies = bus_->Take("run/11", 1, 1500ms);
+  ASSERT_EQ(bodies.size(), 1u);
+  v1::RunSummary summary;
+  ASSERT_TRUE(summary.ParseFromString(bodies[0]));
+  EXPECT_EQ(summary.run(), 11u);
+  EXPECT_EQ(summary.histograms(), 3u);
+  EXPECT_EQ(summary.major(), 1u);
+  ASSERT_GE(summary.worst_size(), 1);
+  EXPECT_EQ(summary.worst(0).histogram(), "S/b");
+  EXPECT_GT(summary.sequence(), 0u);
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+TEST_F(DinamodTest, RemoteControlWithoutCurveIsRefusedAtStart) {
+  std::string config = daemon_.ConfigText(1.0);
+  const std::string bind = Tcp(daemon_.control());
+  config.replace(config.find(bind), bind.size(),
+                 "tcp://0.0.0.0:" + std::to_string(daemon_.control()));
+  daemon_.WriteConfig(config);
+  daemon_.Start();
+  EXPECT_EQ(daemon_.Wait(10s), 2);
+  EXPECT_NE(daemon_.Log().find("control.allow_remote"), std::string::npos) << daemon_.Log();
+}
+
 TEST_F(DinamodTest, CurveControlAnswersOnlyListedClients) {
   char server_pub[41], server_sec[41], ok_pub[41], ok_sec[41], other_pub[41], other_sec[41];
   ASSERT_EQ(zmq_curve_keypair(server_pub, server_sec), 0);
