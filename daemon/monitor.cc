@@ -376,20 +376,32 @@ void Monitor::ApplySettings(Track& track) {
 }
 
 void Monitor::FillPulls(v1::Verdict& verdict, const Expectation& expected) const {
+  // The n largest |pull| (NaN last, the lower bin first among equals) in one pass over the bins,
+  // kept in order by insertion: no index vector, no sort, no allocation per message.
   const std::size_t bins = pulls_.size();
   const std::size_t n = std::min(kVerdictPulls, bins);
-  std::vector<std::uint32_t> order(bins);
-  std::iota(order.begin(), order.end(), 0u);
-  const auto magnitude = [this](std::uint32_t b) {
+  if (n == 0) {
+    return;
+  }
+  std::array<std::uint32_t, kVerdictPulls> top{};
+  std::array<double, kVerdictPulls> magnitude{};
+  std::size_t kept = 0;
+  for (std::uint32_t b = 0; b < bins; ++b) {
     const double p = std::abs(pulls_[b]);
-    return std::isnan(p) ? -1.0 : p;
-  };
-  std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
-                    [&](std::uint32_t a, std::uint32_t b) {
-                      return magnitude(a) > magnitude(b) || (magnitude(a) == magnitude(b) && a < b);
-                    });
+    const double m = std::isnan(p) ? -1.0 : p;
+    if (kept == n && !(m > magnitude[n - 1])) {
+      continue;
+    }
+    std::size_t i = kept < n ? kept++ : n - 1;
+    for (; i > 0 && m > magnitude[i - 1]; --i) {
+      top[i] = top[i - 1];
+      magnitude[i] = magnitude[i - 1];
+    }
+    top[i] = b;
+    magnitude[i] = m;
+  }
   for (std::size_t i = 0; i < n; ++i) {
-    const std::uint32_t b = order[i];
+    const std::uint32_t b = top[i];
     v1::Pull* pull = verdict.add_pulls();
     pull->set_bin(b);
     pull->set_pull(pulls_[b]);
