@@ -153,6 +153,7 @@ void Daemon::SetUpTraining() {
   training_pool_ =
       std::make_unique<TrainingPool>(io_, TrainingPoolOptions{t.workers, t.queue_size});
   trainer_ = std::make_unique<TransformerTrainer>(*training_pool_, t);
+  RegisterTransformerPersistence(t, trainer_.get());
   monitor_.set_learned_hook([this](const std::string& histogram, TemplateModel& model) {
     trainer_->OnLearned(histogram, model);
   });

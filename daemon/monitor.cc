@@ -84,6 +84,16 @@ std::size_t JournalRuns(const TemplateModel& model, const HistogramSettings& s) 
   return model.method() == "transformer" ? 0 : s.journal_runs;
 }
 
+std::map<std::string, ModelPersistence>& Persistences() {
+  static std::map<std::string, ModelPersistence> persistences;
+  return persistences;
+}
+
+const ModelPersistence* FindPersistence(std::string_view method) {
+  const auto it = Persistences().find(std::string(method));
+  return it == Persistences().end() ? nullptr : &it->second;
+}
+
 std::unique_ptr<JournalledTemplate> MakeTemplate(std::size_t bins, const HistogramSettings& s) {
   std::unique_ptr<TemplateModel> model = MakeModel(bins, s);
   const std::size_t journal_runs = JournalRuns(*model, s);
@@ -233,6 +243,10 @@ struct Monitor::Track {
 };
 
 std::span<const std::string_view> RejectionReasons() { return kReasons; }
+
+void RegisterModelPersistence(const std::string& method, ModelPersistence persistence) {
+  Persistences()[method] = std::move(persistence);
+}
 
 Monitor::Monitor(SettingsResolver& settings) : settings_(settings) {}
 
@@ -868,8 +882,8 @@ void Monitor::SaveTo(v1::Snapshot& snapshot) const {
   for (const auto& [name, track] : tracks_) {
     const JournalledTemplate& tmpl = *track->tmpl;
     const auto* ewma = dynamic_cast<const EwmaModel*>(&tmpl.model());
-    if (ewma == nullptr) {
-      // TODO(#transformer): persist other methods once they offer a serialisable state.
+    const ModelPersistence* other = ewma ? nullptr : FindPersistence(tmpl.model().method());
+    if (ewma == nullptr && other == nullptr) {
       spdlog::warn("snapshot skips histogram={} method={} (no persistable state)", name,
                    tmpl.model().method());
       continue;
@@ -879,8 +893,12 @@ void Monitor::SaveTo(v1::Snapshot& snapshot) const {
     for (const v1::Axis& axis : track->axes) {
       *hs->add_axes() = axis;
     }
-    hs->set_method(std::string(ewma->method()));
-    SaveEwma(ewma->state(), *hs->mutable_ewma());
+    hs->set_method(std::string(tmpl.model().method()));
+    if (ewma != nullptr) {
+      SaveEwma(ewma->state(), *hs->mutable_ewma());
+    } else {
+      other->save(tmpl.model(), *hs);
+    }
     hs->set_last_final_run(track->last_final_run);
     hs->set_last_run(track->last_run);
     hs->mutable_last_pulls()->Add(track->last_pulls.begin(), track->last_pulls.end());
@@ -915,7 +933,8 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     if (hs.name().empty() || tracks.contains(hs.name())) {
       return where + "empty or repeated name";
     }
-    if (hs.method() != "ewma") {
+    const ModelPersistence* other = hs.method() == "ewma" ? nullptr : FindPersistence(hs.method());
+    if (hs.method() != "ewma" && other == nullptr) {
       return where + "method '" + hs.method() + "' cannot be restored";
     }
     std::uint64_t bins = 1;
@@ -925,9 +944,19 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     if (hs.axes().empty()) {
       bins = 0;
     }
-    EwmaState current;
-    if (auto why = LoadEwma(hs.ewma(), bins, current)) {
-      return where + *why;
+    std::unique_ptr<TemplateModel> current;
+    if (other != nullptr) {
+      std::string error;
+      current = other->load(hs, bins, error);
+      if (!current) {
+        return where + error;
+      }
+    } else {
+      EwmaState st;
+      if (auto why = LoadEwma(hs.ewma(), bins, st)) {
+        return where + *why;
+      }
+      current = std::make_unique<EwmaModel>(std::move(st));
     }
 
     // The journal: its base state, then runs in increasing order up to the last final run.
@@ -962,9 +991,9 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     track->generation = 0;  // settings are resolved (and alpha applied) on the next message
     track->settings = &settings_.For(hs.name());
     // A journal longer than journal_runs now is folded into its base, as it would have been.
-    track->tmpl = std::make_unique<JournalledTemplate>(
-        std::move(base), std::make_unique<EwmaModel>(std::move(current)), std::move(journal),
-        track->settings->journal_runs);
+    const std::size_t journal_runs = JournalRuns(*current, *track->settings);
+    track->tmpl = std::make_unique<JournalledTemplate>(std::move(base), std::move(current),
+                                                       std::move(journal), journal_runs);
     track->last_final_run = hs.last_final_run();
     track->last_run = hs.last_run();
     track->last_pulls.assign(hs.last_pulls().begin(), hs.last_pulls().end());

@@ -172,6 +172,17 @@ class Monitor {
   mutable Expectation expected_;
 };
 
+// How a method other than "ewma" is kept in snapshots, registered next to its factory: `save`
+// writes the model's state into the histogram's state; `load` rebuilds it for `bins` bins, or
+// returns null and says why in `error`.
+struct ModelPersistence {
+  std::function<void(const TemplateModel& model, v1::HistogramState& state)> save;
+  std::function<std::unique_ptr<TemplateModel>(const v1::HistogramState& state, std::size_t bins,
+                                               std::string& error)>
+      load;
+};
+void RegisterModelPersistence(const std::string& method, ModelPersistence persistence);
+
 // The rejection reasons the monitor uses, for metrics that show zero before anything happened.
 std::span<const std::string_view> RejectionReasons();
 

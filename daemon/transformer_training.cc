@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -255,6 +256,78 @@ void RegisterTransformerMethod(const TrainingConfig& config) {
                          }
                          return std::make_unique<DeferredTransformer>(model);
                        });
+}
+
+namespace {
+
+void SaveTransformer(const TemplateModel& model, v1::HistogramState& state) {
+  const auto& t = dynamic_cast<const DeferredTransformer&>(model);
+  const TransformerSlot& slot = *t.slot();
+  v1::TransformerTemplateState* ts = state.mutable_transformer();
+  std::ostringstream bytes;
+  slot.trained->Save(bytes);
+  ts->set_model(bytes.str());
+  for (const TransformerSlot::Pending& p : slot.pending) {
+    ts->add_pending_runs(p.run);
+    ts->mutable_pending_x()->Add(p.obs.x.begin(), p.obs.x.end());
+    ts->add_pending_integral(p.obs.integral);
+  }
+  ts->set_pending_trimmed(slot.pending_trimmed);
+}
+
+std::unique_ptr<TemplateModel> LoadTransformer(const v1::HistogramState& state, std::size_t bins,
+                                               std::string& error, const TrainingConfig& config,
+                                               TransformerTrainer* trainer) {
+  const v1::TransformerTemplateState& ts = state.transformer();
+  const auto n = static_cast<std::size_t>(ts.pending_runs_size());
+  if (bins == 0 || static_cast<std::size_t>(ts.pending_x_size()) != n * bins ||
+      static_cast<std::size_t>(ts.pending_integral_size()) != n) {
+    error = "transformer pending runs do not match its axes";
+    return nullptr;
+  }
+  TransformerOptions options;
+  options.bins = bins;
+  options.threads = config.threads_per_worker;
+  auto trained = std::make_shared<TransformerModel>(options);
+  try {
+    std::istringstream bytes(ts.model());
+    trained->Load(bytes);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return nullptr;
+  }
+  auto model = std::make_unique<DeferredTransformer>(std::move(trained));
+  TransformerSlot& slot = *model->slot();
+  slot.histogram = state.name();
+  for (std::size_t i = 0; i < n; ++i) {
+    TransformerSlot::Pending p;
+    p.run = ts.pending_runs(static_cast<int>(i));
+    const auto* row = ts.pending_x().data() + i * bins;
+    p.obs.x.assign(row, row + bins);
+    p.obs.integral = ts.pending_integral(static_cast<int>(i));
+    if ((!slot.pending.empty() && p.run <= slot.pending.back().run) || p.obs.empty()) {
+      error = "transformer pending runs out of order or empty";
+      return nullptr;
+    }
+    slot.pending.push_back(std::move(p));
+  }
+  slot.pending_trimmed = ts.pending_trimmed();
+  if (trainer != nullptr) {
+    trainer->Resume(*model);
+  }
+  return model;
+}
+
+}  // namespace
+
+void RegisterTransformerPersistence(const TrainingConfig& config, TransformerTrainer* trainer) {
+  ModelPersistence p;
+  p.save = SaveTransformer;
+  p.load = [config, trainer](const v1::HistogramState& state, std::size_t bins,
+                             std::string& error) {
+    return LoadTransformer(state, bins, error, config, trainer);
+  };
+  RegisterModelPersistence("transformer", std::move(p));
 }
 
 }  // namespace dinamo::daemon

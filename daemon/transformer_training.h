@@ -20,6 +20,7 @@
 #include "dinamo/score.h"
 #include "dinamo/template_model.h"
 #include "dinamo/transformer_template.h"
+#include "monitor.h"
 #include "training_pool.h"
 
 namespace dinamo::daemon {
@@ -114,5 +115,10 @@ class TransformerTrainer {
 // architecture for the histogram's bins, libtorch's threads from `config`. One initial model
 // per bin count is built and shared (every fresh template starts from the same seed).
 void RegisterTransformerMethod(const TrainingConfig& config);
+
+// Registers how transformer templates go into snapshots (monitor.h, ModelPersistence): the
+// last trained model's bytes and the pending good runs. A restored template that still owes a
+// training has it queued on `trainer` (if given), so a restart continues where it stopped.
+void RegisterTransformerPersistence(const TrainingConfig& config, TransformerTrainer* trainer);
 
 }  // namespace dinamo::daemon

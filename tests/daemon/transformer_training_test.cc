@@ -177,6 +177,32 @@ TEST_F(TransformerTrainingTest, WorkersTemplateForTheNextRunEqualsALoopForwardPa
   EXPECT_EQ(model->learned_runs(), 1u);
 }
 
+TEST_F(TransformerTrainingTest, SnapshotRoundTripGivesTheSameScores) {
+  RegisterTransformerPersistence(TrainingConfig{}, nullptr);
+  slow_.Open();
+  for (std::uint64_t run = 1; run <= 3; ++run) {
+    Score(Hist("T/a", run, 0.2 * static_cast<double>(run)));
+    Score(Hist("E/a", run));
+    RunUntilCompleted(run);  // one training per good run, each back before the next run
+  }
+  v1::Snapshot snapshot;
+  monitor_.SaveTo(snapshot);
+  ASSERT_EQ(snapshot.histograms_size(), 2);
+
+  Monitor restored(resolver_);
+  const auto why = restored.RestoreFrom(snapshot);
+  ASSERT_FALSE(why) << *why;
+  const v1::Histogram next = Hist("T/a", 4, 0.5);
+  const std::string body = next.SerializeAsString();
+  const std::string_view frames[] = {next.name(), body};
+  const MonitorResult after = restored.OnMessage(frames, 1);
+  const v1::Verdict without = Score(next);
+  ASSERT_TRUE(after.verdict);
+  EXPECT_EQ(after.verdict->method(), "transformer");
+  EXPECT_EQ(after.verdict->chi2(), without.chi2());
+  EXPECT_EQ(restored.Template("T/a")->learned_runs(), monitor_.Template("T/a")->learned_runs());
+}
+
 TEST_F(TransformerTrainingTest, LateLabelForATransformerIsRefusedWithAReason) {
   Score(Hist("T/a", 1));
   v1::SetLabel l;
