@@ -260,9 +260,14 @@ void ReadInput(const Reader& r, const YAML::Node& node, Config& c) {
   }
 }
 
+CurveConfig ReadCurve(const Reader& r, const YAML::Node& curve, const std::string& key);
+
 void ReadOutput(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "output");
-  r.OnlyKeys(node, "output", {"bind", "heartbeat_s", "send_hwm", "run_summary_after_s"});
+  r.OnlyKeys(node, "output", {"bind", "heartbeat_s", "send_hwm", "run_summary_after_s", "curve"});
+  if (node["curve"] && !node["curve"].IsNull()) {
+    c.output_curve = ReadCurve(r, node["curve"], "output.curve");
+  }
   if (node["bind"]) {
     c.output_bind = r.String(node["bind"], "output.bind");
   }
@@ -297,6 +302,39 @@ void CheckZ85Key(const Reader& r, const std::string& key, const std::string& val
   if (value.find_first_not_of(kAlphabet) != std::string::npos) {
     r.Fail(key, "is not Z85 text");
   }
+}
+
+// A CurveZMQ server's keys and the clients it admits, under `key` (control.curve, output.curve).
+CurveConfig ReadCurve(const Reader& r, const YAML::Node& curve, const std::string& key) {
+  r.RequireMap(curve, key);
+  r.OnlyKeys(curve, key, {"server_public_key", "server_secret_key", "allowed_clients"});
+  CurveConfig cc;
+  for (const char* k : {"server_public_key", "server_secret_key"}) {
+    const std::string path = key + "." + k;
+    if (!curve[k]) {
+      r.Fail(path, "missing");
+    }
+    const std::string value = r.String(curve[k], path);
+    CheckZ85Key(r, path, value);
+    (std::string_view(k) == "server_public_key" ? cc.server_public_key : cc.server_secret_key) =
+        value;
+  }
+  // A public key that does not belong to the secret one makes every handshake fail silently.
+  char derived[41] = {};
+  if (zmq_curve_public(derived, cc.server_secret_key.c_str()) != 0) {
+    r.Fail(key, "CURVE is not available in this libzmq");
+  }
+  if (cc.server_public_key != derived) {
+    r.Fail(key + ".server_public_key", "does not belong to server_secret_key");
+  }
+  if (!curve["allowed_clients"]) {
+    r.Fail(key + ".allowed_clients", "missing (list the clients' public keys)");
+  }
+  cc.allowed_clients = r.Strings(curve["allowed_clients"], key + ".allowed_clients");
+  for (std::size_t i = 0; i < cc.allowed_clients.size(); ++i) {
+    CheckZ85Key(r, key + ".allowed_clients[" + std::to_string(i) + "]", cc.allowed_clients[i]);
+  }
+  return cc;
 }
 
 // ipc, inproc and tcp on a loopback address.
@@ -338,36 +376,7 @@ void ReadControl(const Reader& r, const YAML::Node& node, Config& c) {
     }
     return;
   }
-  r.RequireMap(curve, "control.curve");
-  r.OnlyKeys(curve, "control.curve", {"server_public_key", "server_secret_key", "allowed_clients"});
-  CurveConfig cc;
-  for (const char* k : {"server_public_key", "server_secret_key"}) {
-    const std::string path = std::string("control.curve.") + k;
-    if (!curve[k]) {
-      r.Fail(path, "missing");
-    }
-    const std::string value = r.String(curve[k], path);
-    CheckZ85Key(r, path, value);
-    (std::string_view(k) == "server_public_key" ? cc.server_public_key : cc.server_secret_key) =
-        value;
-  }
-  // A public key that does not belong to the secret one makes every handshake fail silently.
-  char derived[41] = {};
-  if (zmq_curve_public(derived, cc.server_secret_key.c_str()) != 0) {
-    r.Fail("control.curve", "CURVE is not available in this libzmq");
-  }
-  if (cc.server_public_key != derived) {
-    r.Fail("control.curve.server_public_key", "does not belong to server_secret_key");
-  }
-  if (!curve["allowed_clients"]) {
-    r.Fail("control.curve.allowed_clients", "missing (list the clients' public keys)");
-  }
-  cc.allowed_clients = r.Strings(curve["allowed_clients"], "control.curve.allowed_clients");
-  for (std::size_t i = 0; i < cc.allowed_clients.size(); ++i) {
-    CheckZ85Key(r, "control.curve.allowed_clients[" + std::to_string(i) + "]",
-                cc.allowed_clients[i]);
-  }
-  c.control_curve = cc;
+  c.control_curve = ReadCurve(r, curve, "control.curve");
 }
 
 void ReadHttp(const Reader& r, const YAML::Node& node, Config& c) {

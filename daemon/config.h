@@ -97,6 +97,8 @@ struct Config {
   // A run's summary is published once every histogram of the previous run sent its final for
   // it, or this long after its first final.
   double run_summary_after_s = 30.0;
+  // CurveZMQ on the PUB socket: only the listed subscribers receive anything.
+  std::optional<CurveConfig> output_curve;
 
   std::string control_bind = "tcp://127.0.0.1:5552";
   std::optional<CurveConfig> control_curve;

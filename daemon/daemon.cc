@@ -28,6 +28,8 @@ constexpr auto kLogEvery = std::chrono::seconds(1);
 constexpr int kOutputLingerMs = 1000;
 constexpr const char* kMonitorEndpoint = "inproc://dinamod.input.monitor";
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+constexpr const char* kControlDomain = "dinamo";
+constexpr const char* kOutputDomain = "dinamo.output";
 
 std::int64_t NowUnixNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -127,6 +129,7 @@ Daemon::Daemon(Config config)
   }
   Restore();
   try {
+    SetUpZap();
     SetUpOutput();
     SetUpControl();
     SetUpInput();
@@ -182,34 +185,52 @@ void Daemon::Restore() {
                monitor_.templates(), sequence_);
 }
 
+void Daemon::SetUpZap() {
+  if (!config_->control_curve && !config_->output_curve) {
+    return;
+  }
+  // The ZAP handler must be in place before the first client handshakes.
+  zap_ = std::make_unique<WatchedSocket>(io_, zmq_, zmq::socket_type::rep);
+  zap_->socket().bind(kZapEndpoint);
+  const auto allow = [this](const char* domain, const CurveConfig& curve) {
+    for (const std::string& key : curve.allowed_clients) {
+      std::string binary(32, '\0');
+      zmq_z85_decode(reinterpret_cast<std::uint8_t*>(binary.data()), key.c_str());
+      zap_allowed_[domain].push_back(binary);
+    }
+  };
+  if (config_->control_curve) {
+    allow(kControlDomain, *config_->control_curve);
+  }
+  if (config_->output_curve) {
+    allow(kOutputDomain, *config_->output_curve);
+  }
+  WaitZap();
+}
+
 void Daemon::SetUpOutput() {
   output_ = zmq::socket_t(zmq_, zmq::socket_type::pub);
   output_.set(zmq::sockopt::sndhwm, config_->output_send_hwm);
   output_.set(zmq::sockopt::linger, kOutputLingerMs);
+  if (config_->output_curve) {
+    output_.set(zmq::sockopt::curve_server, 1);
+    output_.set(zmq::sockopt::curve_secretkey, config_->output_curve->server_secret_key);
+    output_.set(zmq::sockopt::zap_domain, kOutputDomain);
+  }
   output_.bind(config_->output_bind);
   output_endpoint_ = config_->output_bind;
-  spdlog::info("output bound endpoint={}", output_endpoint_);
+  spdlog::info("output bound endpoint={} curve={}", output_endpoint_,
+               config_->output_curve ? "on" : "off");
 }
 
 void Daemon::SetUpControl() {
-  if (config_->control_curve) {
-    // The ZAP handler must be in place before the first client handshakes.
-    zap_ = std::make_unique<WatchedSocket>(io_, zmq_, zmq::socket_type::rep);
-    zap_->socket().bind(kZapEndpoint);
-    for (const std::string& key : config_->control_curve->allowed_clients) {
-      std::string binary(32, '\0');
-      zmq_z85_decode(reinterpret_cast<std::uint8_t*>(binary.data()), key.c_str());
-      zap_allowed_.push_back(binary);
-    }
-    WaitZap();
-  }
   control_ = std::make_unique<WatchedSocket>(io_, zmq_, zmq::socket_type::rep);
   zmq::socket_t& s = control_->socket();
   s.set(zmq::sockopt::linger, 0);
   if (config_->control_curve) {
     s.set(zmq::sockopt::curve_server, 1);
     s.set(zmq::sockopt::curve_secretkey, config_->control_curve->server_secret_key);
-    s.set(zmq::sockopt::zap_domain, "dinamo");
+    s.set(zmq::sockopt::zap_domain, kControlDomain);
   }
   s.bind(config_->control_bind);
   control_endpoint_ = config_->control_bind;
@@ -712,20 +733,26 @@ void Daemon::DrainZap() {
                                zmq::recv_flags::dontwait)) {
       std::string id = request.size() > 1 ? request[1].to_string() : std::string();
       bool allowed = false;
+      const std::string domain = request.size() > 2 ? request[2].to_string() : std::string();
+      const auto keys = zap_allowed_.find(domain);
       if (request.size() >= 7 && request[0].to_string() == "1.0" &&
-          request[5].to_string() == "CURVE") {
+          request[5].to_string() == "CURVE" && keys != zap_allowed_.end()) {
         const std::string key = request[6].to_string();
-        allowed = std::find(zap_allowed_.begin(), zap_allowed_.end(), key) != zap_allowed_.end();
+        allowed = std::find(keys->second.begin(), keys->second.end(), key) != keys->second.end();
       }
       if (!allowed) {
-        ++metrics_.control_refusals;
+        // dinamo_control_clients_refused_total counts the control socket's refusals only.
+        const char* socket = domain == kControlDomain ? "control" : "output";
+        if (domain == kControlDomain) {
+          ++metrics_.control_refusals;
+        }
         const auto now = Clock::now();
         if (now - last_zap_log_ >= kLogEvery) {
           spdlog::warn(
-              "control client refused address={} (not in control.curve.allowed_clients)"
-              " refused_total={}",
-              Printable(request.size() > 3 ? request[3].to_string() : std::string()),
-              metrics_.control_refusals);
+              "{} client refused address={} (not in {}.curve.allowed_clients)"
+              " control_refused_total={}",
+              socket, Printable(request.size() > 3 ? request[3].to_string() : std::string()),
+              socket, metrics_.control_refusals);
           last_zap_log_ = now;
         }
       }
@@ -776,6 +803,9 @@ void Daemon::Reload() {
   }
   if (fresh->control_curve != config_->control_curve) {
     spdlog::warn("control.curve changed: takes effect at the next start");
+  }
+  if (fresh->output_curve != config_->output_curve) {
+    spdlog::warn("output.curve changed: takes effect at the next start");
   }
   if (fresh->state_directory != config_->state_directory) {
     spdlog::warn("state.directory changed: takes effect at the next start");

@@ -70,6 +70,7 @@ class Daemon {
   using Clock = std::chrono::steady_clock;
 
   void SetUpInput();
+  void SetUpZap();
   void SetUpOutput();
   void SetUpControl();
   void SetUpHttp();
@@ -132,7 +133,8 @@ class Daemon {
   std::vector<std::string> connected_;
   std::vector<std::string> bound_;
   std::vector<std::string> subscribed_;
-  std::vector<std::string> zap_allowed_;  // binary 32-byte client keys
+  // Binary 32-byte client keys by ZAP domain (kControlDomain, kOutputDomain in daemon.cc).
+  std::map<std::string, std::vector<std::string>, std::less<>> zap_allowed_;
   std::unique_ptr<HttpServer> http_;
   std::string http_listening_;
 

@@ -60,7 +60,23 @@ struct Options {
   double timeout_s = 5.0;
   // --control given on the command line: following starts with the daemon's alarm table.
   bool control_given = false;
+
+  // CurveZMQ (Z85 keys): the daemon's public key and this console's key pair, for a daemon
+  // with output.curve or control.curve.
+  std::string server_key;
+  std::string public_key;
+  std::string secret_key;
 };
+
+// Makes `socket` a CurveZMQ client when the options carry keys.
+void UseCurve(zmq::socket_t& socket, const Options& o) {
+  if (o.server_key.empty()) {
+    return;
+  }
+  socket.set(zmq::sockopt::curve_serverkey, o.server_key);
+  socket.set(zmq::sockopt::curve_publickey, o.public_key);
+  socket.set(zmq::sockopt::curve_secretkey, o.secret_key);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Formatting
@@ -276,6 +292,7 @@ int Follow(const Options& o) {
   zmq::socket_t sub(context, zmq::socket_type::sub);
   sub.set(zmq::sockopt::rcvhwm, 0);
   sub.set(zmq::sockopt::linger, 0);
+  UseCurve(sub, o);
   sub.connect(o.connect);
   sub.set(zmq::sockopt::subscribe, "alarm/" + o.prefix);
   if (o.verdicts) {
@@ -497,6 +514,7 @@ std::optional<dinamo::v1::Reply> Request(const Options& o, const dinamo::v1::Com
   zmq::context_t context;
   zmq::socket_t req(context, zmq::socket_type::req);
   req.set(zmq::sockopt::linger, 0);
+  UseCurve(req, o);
   req.connect(o.control);
   std::string body;
   command.SerializeToString(&body);
@@ -564,6 +582,13 @@ void AddOptions(CLI::App& app, Options& o) {
       }
     }
   }
+  auto* server_key =
+      app.add_option("--server-key", o.server_key, "the daemon's CurveZMQ public key (Z85)");
+  auto* public_key = app.add_option("--public-key", o.public_key, "this console's public key");
+  auto* secret_key = app.add_option("--secret-key", o.secret_key, "this console's secret key");
+  server_key->needs(public_key)->needs(secret_key);
+  public_key->needs(server_key);
+  secret_key->needs(server_key);
   app.add_option("--user", o.user, "who sends the command (default $USER)");
   app.add_option("--comment", o.comment, "why, for the daemon's log");
   app.add_option("--timeout-s", o.timeout_s, "seconds to wait for the reply")

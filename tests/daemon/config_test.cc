@@ -196,6 +196,22 @@ TEST(Config, CurveKeysAreValidated) {
   EXPECT_NE(ErrorOf(curve(pub, sec, "short")).find("allowed_clients[0]"), std::string::npos);
 }
 
+TEST(Config, OutputCurveKeysAreReadAndValidated) {
+  char pub[41], sec[41], client[41], client_sec[41];
+  ASSERT_EQ(zmq_curve_keypair(pub, sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(client, client_sec), 0);
+  const auto output = [&](const std::string& p) {
+    return kMinimal + "output:\n  curve:\n    server_public_key: \"" + p +
+           "\"\n    server_secret_key: \"" + sec + "\"\n    allowed_clients: [\"" + client +
+           "\"]\n";
+  };
+  const Config c = ParseConfig(output(pub), "t");
+  ASSERT_TRUE(c.output_curve.has_value());
+  EXPECT_FALSE(c.control_curve.has_value());
+  EXPECT_EQ(c.output_curve->allowed_clients, std::vector<std::string>{client});
+  EXPECT_NE(ErrorOf(output(client)).find("output.curve.server_public_key"), std::string::npos);
+}
+
 TEST(Config, RemoteControlWithoutCurveNeedsAllowRemote) {
   const std::string remote = kMinimal + "control:\n  bind: tcp://0.0.0.0:5552\n";
   EXPECT_NE(ErrorOf(remote).find("control.allow_remote"), std::string::npos);

@@ -473,6 +473,42 @@ TEST_F(DinamodTest, CurveControlAnswersOnlyListedClients) {
   EXPECT_EQ(daemon_.Stop(), 0);
 }
 
+// Whether a subscriber (CurveZMQ client when `curve` is set) receives a heartbeat within 2 s.
+bool HearsAHeartbeat(const DaemonProcess& d, const std::optional<CurveClient>& curve) {
+  zmq::context_t ctx;
+  zmq::socket_t sub(ctx, zmq::socket_type::sub);
+  sub.set(zmq::sockopt::linger, 0);
+  if (curve) {
+    sub.set(zmq::sockopt::curve_serverkey, curve->server_public);
+    sub.set(zmq::sockopt::curve_publickey, curve->client_public);
+    sub.set(zmq::sockopt::curve_secretkey, curve->client_secret);
+  }
+  sub.set(zmq::sockopt::subscribe, "heartbeat");
+  sub.connect(Tcp(d.output()));
+  zmq::pollitem_t item{sub.handle(), 0, ZMQ_POLLIN, 0};
+  return zmq::poll(&item, 1, 2s) > 0;
+}
+
+TEST_F(DinamodTest, CurveOutputReachesOnlyListedSubscribers) {
+  char server_pub[41], server_sec[41], ok_pub[41], ok_sec[41], other_pub[41], other_sec[41];
+  ASSERT_EQ(zmq_curve_keypair(server_pub, server_sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(ok_pub, ok_sec), 0);
+  ASSERT_EQ(zmq_curve_keypair(other_pub, other_sec), 0);
+  std::string config = daemon_.ConfigText(1.0);
+  const std::string beat = "  heartbeat_s: 0.2\n";
+  config.replace(config.find(beat), beat.size(),
+                 beat + "  curve:\n    server_public_key: \"" + server_pub +
+                     "\"\n    server_secret_key: \"" + server_sec + "\"\n    allowed_clients: [\"" +
+                     ok_pub + "\"]\n");
+  daemon_.WriteConfig(config);
+  daemon_.Start();
+  EXPECT_TRUE(HearsAHeartbeat(daemon_, CurveClient{server_pub, ok_pub, ok_sec})) << daemon_.Log();
+  EXPECT_FALSE(HearsAHeartbeat(daemon_, CurveClient{server_pub, other_pub, other_sec}));
+  EXPECT_FALSE(HearsAHeartbeat(daemon_, std::nullopt));
+  EXPECT_TRUE(daemon_.Alive());
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
 TEST_F(DinamodTest, HttpEndpointsServeMetricsHealthAndStatus) {
   StartWith(1.0);
   Stream(*bus_, "A/h", 0, 5);
