@@ -61,15 +61,25 @@ JournalledTemplate::Outcome JournalledTemplate::ScoreFinal(std::int64_t run,
   if (out.learned) out.learned = model_->Learn(run, obs);
 
   if (journal_runs_ == 0) return out;
-  journal_.push_back({run, label, std::vector<double>(counts.begin(), counts.end()), out.learned});
-  while (journal_.size() > journal_runs_) FoldOldest();
+  // A full journal folds its oldest entry first and hands its buffer to the new one: the base
+  // state does not depend on the new run, and the hot path allocates nothing.
+  std::vector<double> buffer;
+  while (journal_.size() >= journal_runs_) buffer = FoldOldest();
+  buffer.assign(counts.begin(), counts.end());
+  journal_.push_back({run, label, std::move(buffer), out.learned});
   return out;
 }
 
-void JournalledTemplate::FoldOldest() {
-  const JournalEntry& oldest = journal_.front();
-  if (oldest.learned) base_->Learn(oldest.run, Normalise(oldest.counts));
+std::vector<double> JournalledTemplate::FoldOldest() {
+  JournalEntry& oldest = journal_.front();
+  if (oldest.learned) {
+    thread_local Observation obs;  // reused: no allocation per fold, no memory per template
+    Normalise(oldest.counts, obs);
+    base_->Learn(oldest.run, obs);
+  }
+  std::vector<double> counts = std::move(oldest.counts);
   journal_.pop_front();
+  return counts;
 }
 
 std::optional<std::string> JournalledTemplate::SetLabel(std::int64_t run, Label label,

@@ -89,7 +89,8 @@ class JournalledTemplate {
   void set_journal_runs(std::size_t journal_runs);
 
  private:
-  void FoldOldest();
+  // Learns the oldest entry into the base state and drops it; returns its counts buffer.
+  std::vector<double> FoldOldest();
   void ReplayJournal(const LearningPolicy& policy);
 
   std::unique_ptr<TemplateModel> base_;   // state before journal_.front(); null without journal
