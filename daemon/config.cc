@@ -445,7 +445,8 @@ void ReadLog(const Reader& r, const YAML::Node& node, Config& c) {
 
 void ReadTraining(const Reader& r, const YAML::Node& node, Config& c) {
   r.RequireMap(node, "training");
-  r.OnlyKeys(node, "training", {"workers", "queue_size", "threads_per_worker", "max_steps"});
+  r.OnlyKeys(node, "training",
+             {"workers", "queue_size", "threads_per_worker", "max_steps", "expect_ahead"});
   TrainingConfig& t = c.training;
   if (node["workers"]) {
     t.workers = static_cast<int>(r.Unsigned(node["workers"], "training.workers", 64));
@@ -459,6 +460,10 @@ void ReadTraining(const Reader& r, const YAML::Node& node, Config& c) {
   }
   if (node["max_steps"]) {
     t.max_steps = static_cast<int>(r.Unsigned(node["max_steps"], "training.max_steps", 1000));
+  }
+  if (node["expect_ahead"]) {
+    t.expect_ahead =
+        static_cast<int>(r.Unsigned(node["expect_ahead"], "training.expect_ahead", 100000));
   }
   if (t.workers == 0 || t.queue_size == 0 || t.threads_per_worker == 0 || t.max_steps == 0) {
     r.Fail("training", "workers, queue_size, threads_per_worker and max_steps must be at least 1");

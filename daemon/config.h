@@ -79,6 +79,7 @@ struct TrainingConfig {
   std::size_t queue_size = 64;
   int threads_per_worker = 1;  // libtorch intra-op threads (process-wide)
   int max_steps = 1000;        // per training of one histogram (early stopping comes first)
+  int expect_ahead = 64;       // runs whose template the worker computes after a training
   bool operator==(const TrainingConfig&) const = default;
 };
 

@@ -4,10 +4,14 @@
 
 #include <boost/asio/post.hpp>
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 namespace dinamo::daemon {
 
 TrainingPool::TrainingPool(boost::asio::io_context& loop, const TrainingPoolOptions& options)
-    : loop_(loop), queue_size_(std::max<std::size_t>(1, options.queue_size)) {
+    : loop_(loop), queue_size_(std::max<std::size_t>(1, options.queue_size)), nice_(options.nice) {
   const int n = std::max(1, options.workers);
   threads_.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
@@ -85,6 +89,10 @@ std::size_t TrainingPool::running() const {
 }
 
 void TrainingPool::Work() {
+  if (nice_ != 0) {
+    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    ::setpriority(PRIO_PROCESS, tid, ::getpriority(PRIO_PROCESS, tid) + nice_);
+  }
   for (;;) {
     std::unique_ptr<TrainingTask> task;
     {

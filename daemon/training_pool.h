@@ -44,6 +44,9 @@ class TrainingTask {
 struct TrainingPoolOptions {
   int workers = 1;
   std::size_t queue_size = 64;
+  // Added to the workers' nice value (Linux: per thread), so that on a busy machine the event
+  // loop gets the CPU before a training does.
+  int nice = 10;
 };
 
 class TrainingPool {
@@ -81,6 +84,7 @@ class TrainingPool {
 
   boost::asio::io_context& loop_;
   std::size_t queue_size_;
+  int nice_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Queued> queue_;

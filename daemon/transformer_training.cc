@@ -11,6 +11,13 @@
 namespace dinamo::daemon {
 namespace {
 
+// Where the templates of transformer verdicts came from (loop thread only).
+struct ExpectationCounts {
+  std::uint64_t worker = 0;
+  std::uint64_t loop = 0;
+};
+ExpectationCounts g_expectations;
+
 // The good runs a training step and the scoring of later runs ever read (K + M).
 std::size_t KeptRuns(const TransformerModel& model) {
   const TransformerOptions& o = model.options();
@@ -31,12 +38,19 @@ std::size_t DeferredTransformer::bins() const { return slot_->trained->bins(); }
 
 void DeferredTransformer::Expect(std::int64_t run, Expectation& out) const {
   TransformerSlot& s = *slot_;
-  if (s.expected_run != run) {
-    // A forward pass on the loop (about a millisecond): the worker guessed another run.
-    s.trained->Expect(run, s.expected);
-    s.expected_run = run;
+  const std::int64_t i = run - s.expected_first;
+  if (i >= 0 && i < static_cast<std::int64_t>(s.expected.size())) {
+    ++g_expectations.worker;
+    out = s.expected[static_cast<std::size_t>(i)];
+    return;
   }
-  out = s.expected;
+  if (s.loop_run != run) {
+    // A forward pass on the loop (about a millisecond): outside the worker's window.
+    ++g_expectations.loop;
+    s.trained->Expect(run, s.loop_expected);
+    s.loop_run = run;
+  }
+  out = s.loop_expected;
 }
 
 bool DeferredTransformer::Learn(std::int64_t run, const Observation& obs) {
@@ -68,8 +82,10 @@ std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
   s.histogram = slot_->histogram;
   s.pending = slot_->pending;
   s.pending_trimmed = slot_->pending_trimmed;
-  s.expected_run = slot_->expected_run;
+  s.expected_first = slot_->expected_first;
   s.expected = slot_->expected;
+  s.loop_run = slot_->loop_run;
+  s.loop_expected = slot_->loop_expected;
   return copy;
 }
 
@@ -95,7 +111,8 @@ class TransformerTrainer::Task final : public TrainingTask {
         slot_(slot),
         base_(slot->trained),
         pending_(slot->pending),
-        max_steps_(trainer.config_.max_steps) {
+        max_steps_(trainer.config_.max_steps),
+        ahead_(trainer.config_.expect_ahead) {
     next_run_ = pending_.empty() ? 1 : pending_.back().run + 1;
   }
 
@@ -106,8 +123,12 @@ class TransformerTrainer::Task final : public TrainingTask {
       trained_->Record(p.run, p.obs);
     }
     steps_ = trainer_.train_(*trained_, max_steps_, cancel);
-    // The verdict of the next run then costs the loop a copy instead of a forward pass.
-    trained_->Expect(next_run_, expected_);
+    // The verdicts of the next runs then cost the loop a copy instead of a forward pass. One
+    // forward pass per run, as the loop would do it: the same numbers to the last bit.
+    expected_.resize(cancel ? 0 : static_cast<std::size_t>(ahead_));
+    for (std::size_t i = 0; i < expected_.size() && !cancel; ++i) {
+      trained_->Expect(next_run_ + static_cast<std::int64_t>(i), expected_[i]);
+    }
     seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
 
@@ -123,7 +144,8 @@ class TransformerTrainer::Task final : public TrainingTask {
   int max_steps_;
   std::int64_t next_run_ = 1;
   std::unique_ptr<TransformerModel> trained_;
-  Expectation expected_;
+  int ahead_ = 0;
+  std::vector<Expectation> expected_;
   int steps_ = 0;
   double seconds_ = 0.0;
 };
@@ -204,8 +226,9 @@ void TransformerTrainer::Finished(Task& task, TrainingTask::Outcome outcome) {
                                                 return p.run > through;
                                               }));
   slot->trained = std::shared_ptr<const TransformerModel>(std::move(task.trained_));
-  slot->expected_run = task.next_run_;
+  slot->expected_first = task.next_run_;
   slot->expected = std::move(task.expected_);
+  slot->loop_run.reset();
   spdlog::debug("training done histogram={} steps={} seconds={:.3f} pending={}", slot->histogram,
                 task.steps_, task.seconds_, pending.size());
   if (slot->owed || !pending.empty()) {
@@ -235,6 +258,14 @@ void TransformerTrainer::RenderMetrics(std::string& out) const {
   counter("dinamo_training_steps_total", "Transformer training steps taken", counters_.steps);
   counter("dinamo_training_seconds_total", "Seconds workers spent in transformer trainings",
           counters_.seconds);
+  out +=
+      "# HELP dinamo_transformer_templates_total Templates of transformer verdicts, by where "
+      "they were computed (worker: ahead, after a training; loop: a forward pass on the loop)\n"
+      "# TYPE dinamo_transformer_templates_total counter\n";
+  fmt::format_to(std::back_inserter(out),
+                 "dinamo_transformer_templates_total{{source=\"worker\"}} {}\n"
+                 "dinamo_transformer_templates_total{{source=\"loop\"}} {}\n",
+                 g_expectations.worker, g_expectations.loop);
   gauge("dinamo_training_queue_depth", "Transformer trainings waiting for a worker",
         pool_.queue_depth());
   gauge("dinamo_trainings_running", "Transformer trainings on a worker now", pool_.running());

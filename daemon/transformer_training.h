@@ -40,9 +40,13 @@ struct TransformerSlot {
   std::uint64_t pending_trimmed = 0;  // older pending runs forgotten (only K + M are read)
   bool in_flight = false;             // a training is queued or running
   bool owed = false;                  // good runs arrived while it was running
-  // The template for `expected_run` from `trained` and no pending run, computed by the worker.
-  std::optional<std::int64_t> expected_run;
-  Expectation expected;
+  // Templates of the runs expected_first, expected_first + 1, ... from `trained`, computed by
+  // the worker that trained it (the context does not change until the next training).
+  std::int64_t expected_first = 0;
+  std::vector<Expectation> expected;
+  // The last forward pass on the loop, for a run outside that window.
+  std::optional<std::int64_t> loop_run;
+  Expectation loop_expected;
 };
 
 // DINAMO-ML behind the monitor's template interface, cheap on the loop: Learn only remembers.
@@ -72,8 +76,6 @@ struct TrainingCounters {
   std::uint64_t discarded = 0;  // finished for a template that was reset meanwhile
   std::uint64_t steps = 0;
   double seconds = 0.0;
-  std::uint64_t expected_hits = 0;    // verdicts scored with the worker's template
-  std::uint64_t expected_misses = 0;  // forward passes on the loop
 };
 
 // How a worker trains a clone of the last trained model once the pending runs are recorded

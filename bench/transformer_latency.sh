@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Verdict latency of the EWMA histograms while transformer templates train (issue 5): the same
+# dinamo-sim load twice, once with every histogram on ewma, once with the histograms matching
+# MATCH on transformer; a subscriber measures publication -> verdict (receive time minus the
+# verdict's histogram_time_unix_ns) per method. Prints one markdown table.
+#
+#   bench/transformer_latency.sh
+#
+# Settings (environment): BUILD_DIR (build-mltrain, with libtorch), HISTOGRAMS (20), BINS (20),
+# RUNS (150), RATE (messages/s, 300), MATCH ("VELO/*": 4 of 20 names), WORKERS (1).
+# Every process started here is stopped on exit; endpoints are free loopback ports.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${BUILD_DIR:-$ROOT/build-mltrain}
+HISTOGRAMS=${HISTOGRAMS:-20}
+BINS=${BINS:-20}
+RUNS=${RUNS:-150}
+RATE=${RATE:-300}
+MATCH=${MATCH:-VELO/*}
+WORKERS=${WORKERS:-1}
+PY=/usr/bin/python3
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/dinamo-tlat.XXXXXX")
+PIDS=()
+cleanup() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${PIDS[@]}"; do
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+log() { echo "[tlat $(date +%T)] $*" >&2; }
+
+cmake --build "$BUILD" -j2 --target dinamod dinamo-sim >"$WORK/build.log" 2>&1 ||
+  { tail -40 "$WORK/build.log" >&2; exit 1; }
+mkdir -p "$WORK/py"
+protoc -I"$ROOT/proto" --python_out="$WORK/py" "$ROOT"/proto/dinamo/v1/*.proto
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The subscriber: per method, latencies in µs; stops 3 s after the last verdict.
+cat >"$WORK/sub.py" <<'EOF'
+import json, sys, time
+sys.path.insert(0, sys.argv[3])
+import zmq
+from dinamo.v1 import verdict_pb2
+ctx = zmq.Context()
+s = ctx.socket(zmq.SUB)
+s.connect(sys.argv[1])
+s.setsockopt(zmq.SUBSCRIBE, b"verdict/")
+s.setsockopt(zmq.RCVTIMEO, 3000)
+lat = {}
+started = False
+deadline = time.time() + 120
+while time.time() < deadline:
+    try:
+        topic, body = s.recv_multipart()
+    except zmq.Again:
+        if started:
+            break
+        continue
+    now = time.time_ns()
+    started = True
+    v = verdict_pb2.Verdict()
+    v.ParseFromString(body)
+    lat.setdefault(v.method, []).append((now - v.histogram_time_unix_ns) / 1e3)
+out = {}
+for m, xs in lat.items():
+    xs.sort()
+    q = lambda p: xs[min(len(xs) - 1, int(p * len(xs)))]
+    out[m] = {"n": len(xs), "p50": q(0.5), "p99": q(0.99), "max": xs[-1]}
+json.dump(out, open(sys.argv[2], "w"))
+EOF
+
+run() {  # run NAME RULES
+  local name=$1 rules=$2 in out ctl http
+  in=$(free_port); out=$(free_port); ctl=$(free_port); http=$(free_port)
+  cat >"$WORK/$name.yaml" <<EOF
+input: {connect: ["tcp://127.0.0.1:$in"]}
+output: {bind: "tcp://127.0.0.1:$out"}
+control: {bind: "tcp://127.0.0.1:$ctl"}
+http: {bind: "127.0.0.1:$http"}
+state: {directory: "$WORK/state_$name", snapshot_interval_s: 3600}
+log: {level: warn}
+training: {workers: $WORKERS}
+$rules
+EOF
+  "$BUILD/daemon/dinamod" --config "$WORK/$name.yaml" 2>"$WORK/$name.log" &
+  local daemon=$!
+  PIDS+=("$daemon")
+  for _ in $(seq 100); do
+    curl -sf "http://127.0.0.1:$http/healthz" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  $PY "$WORK/sub.py" "tcp://127.0.0.1:$out" "$WORK/$name.json" "$WORK/py" &
+  local sub=$!
+  PIDS+=("$sub")
+  log "$name: $HISTOGRAMS histograms x $RUNS runs at $RATE/s"
+  "$BUILD/tools/dinamo-sim" --publish "tcp://127.0.0.1:$in" --histograms "$HISTOGRAMS" \
+    --bins "$BINS" --runs "$RUNS" --rate "$RATE" --wait-s 2 --labels off \
+    >"$WORK/sim_$name.log" 2>&1
+  wait "$sub" || true
+  curl -sf "http://127.0.0.1:$http/metrics" | grep -E '^dinamo_train' >"$WORK/$name.metrics" ||
+    true
+  kill -TERM "$daemon"
+  wait "$daemon" || true
+}
+
+run ewma ""
+run transformer "rules: [{match: \"$MATCH\", method: transformer}]"
+
+$PY - "$WORK" <<'EOF'
+import json, sys
+w = sys.argv[1]
+e = json.load(open(f"{w}/ewma.json"))
+t = json.load(open(f"{w}/transformer.json"))
+def row(what, d):
+    return f"| {what} | {d['n']} | {d['p50']:.0f} | {d['p99']:.0f} | {d['max']:.0f} |"
+print("| run, verdicts of method | verdicts | p50 µs | p99 µs | max µs |")
+print("|---|---|---|---|---|")
+print(row("all ewma: ewma", e["ewma"]))
+print(row("with transformer: ewma", t["ewma"]))
+if "transformer" in t:
+    print(row("with transformer: transformer", t["transformer"]))
+ratio = t["ewma"]["p99"] / e["ewma"]["p99"]
+print(f"\newma p99 with transformer / without: {ratio:.3f} (target <= 1.10: "
+      f"{'holds' if ratio <= 1.10 else 'does not hold'})")
+print("\ntraining metrics at the end of the transformer run:")
+print(open(f"{w}/transformer.metrics").read())
+EOF

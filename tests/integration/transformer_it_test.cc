@@ -1,0 +1,100 @@
+// dinamod with one histogram on method transformer next to EWMA ones (issue 5): verdicts of
+// both methods come back, trainings run on the worker and are counted, SIGTERM stops at once and
+// the restart restores the transformer template from the snapshot.
+
+#include <cmath>
+#include <csignal>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "integration/bus_client.h"
+
+namespace dinamo::testing {
+namespace {
+
+std::vector<double> Bell(double shift) {
+  std::vector<double> counts(20);
+  for (std::size_t b = 0; b < counts.size(); ++b) {
+    const double z = (static_cast<double>(b) - 9.5 - shift) / 3.0;
+    counts[b] = std::round(1000.0 * std::exp(-0.5 * z * z)) + 1.0;
+  }
+  return counts;
+}
+
+class TransformerDaemonTest : public ::testing::Test {
+ protected:
+  TransformerDaemonTest() : daemon_(Name()) {
+    daemon_.WriteConfig(daemon_.ConfigText(1e6) +
+                        "rules:\n  - {match: \"T/*\", method: transformer}\n"
+                        "training:\n  workers: 1\n  max_steps: 20\n");
+  }
+
+  static std::string Name() {
+    return ::testing::UnitTest::GetInstance()->current_test_info()->name();
+  }
+
+  void SendRuns(Bus& bus, std::uint64_t first, std::uint64_t last) {
+    for (std::uint64_t run = first; run <= last; ++run) {
+      const double shift = 0.1 * static_cast<double>(run);
+      bus.Send(Bus::Make("T/a", run, Bell(shift), v1::LABEL_GOOD));
+      for (int i = 0; i < 3; ++i) {
+        bus.Send(Bus::Make("E/" + std::to_string(i), run, Bell(shift), v1::LABEL_GOOD));
+      }
+    }
+  }
+
+  DaemonProcess daemon_;
+};
+
+TEST_F(TransformerDaemonTest, VerdictsOfBothMethodsAndTrainingsOnTheWorker) {
+  daemon_.Start();
+  {
+    Bus bus(daemon_);
+    ASSERT_TRUE(bus.WaitReady(daemon_)) << daemon_.Log();
+    SendRuns(bus, 1, 6);
+    const auto transformer = bus.Collect("T/a", 1, 6);
+    const auto ewma = bus.Collect("E/2", 1, 6);
+    ASSERT_EQ(transformer.size(), 6u) << daemon_.Log();
+    ASSERT_EQ(ewma.size(), 6u);
+    for (const auto& [run, v] : transformer) {
+      EXPECT_EQ(v.method(), "transformer") << run;
+      EXPECT_TRUE(v.learned()) << run;
+    }
+    for (const auto& [run, v] : ewma) {
+      EXPECT_EQ(v.method(), "ewma") << run;
+    }
+    // Every good run is trained on, coalesced or not: wait until the worker has caught up.
+    double completed = 0.0;
+    for (int i = 0; i < 300 && completed < 1.0; ++i) {
+      completed =
+          MetricValue(HttpGet(daemon_.http(), "/metrics"), "dinamo_trainings_completed_total");
+      std::this_thread::sleep_for(100ms);
+    }
+    const std::string metrics = HttpGet(daemon_.http(), "/metrics");
+    EXPECT_GE(MetricValue(metrics, "dinamo_trainings_completed_total"), 1.0) << metrics;
+    EXPECT_GE(MetricValue(metrics, "dinamo_training_steps_total"), 1.0);
+    EXPECT_EQ(MetricValue(metrics, "dinamo_trainings_dropped_total"), 0.0);
+    EXPECT_NE(metrics.find("dinamo_training_queue_depth"), std::string::npos);
+  }
+  daemon_.Signal(SIGTERM);
+  const auto code = daemon_.Wait(5s);  // the contract: a pending training never holds the stop
+  ASSERT_TRUE(code) << daemon_.Log();
+  EXPECT_EQ(*code, 0) << daemon_.Log();
+
+  // The restart restores the transformer template: its next run is scored, not refused.
+  daemon_.Start();
+  Bus bus(daemon_);
+  ASSERT_TRUE(bus.WaitReady(daemon_)) << daemon_.Log();
+  SendRuns(bus, 7, 7);
+  const auto after = bus.Collect("T/a", 7, 7);
+  ASSERT_EQ(after.size(), 1u) << daemon_.Log();
+  EXPECT_EQ(after.begin()->second.method(), "transformer");
+  EXPECT_FALSE(after.begin()->second.warmup());
+  EXPECT_EQ(daemon_.Log().find("snapshot skips"), std::string::npos) << daemon_.Log();
+  EXPECT_EQ(daemon_.Stop(), 0);
+}
+
+}  // namespace
+}  // namespace dinamo::testing
