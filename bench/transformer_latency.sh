@@ -7,7 +7,9 @@
 #   bench/transformer_latency.sh
 #
 # Settings (environment): BUILD_DIR (build-mltrain, with libtorch), HISTOGRAMS (20), BINS (20),
-# RUNS (150), RATE (messages/s, 300), MATCH ("VELO/*": 4 of 20 names), WORKERS (1).
+# RUNS (150), RATE (messages/s, 300), MATCH ("VELO/*": 5 of 20 names), WORKERS (1),
+# MAX_STEPS (training.max_steps, 50: at this rate a training must be back within a few runs),
+# AHEAD (training.expect_ahead, 256: the runs until the histogram's next training is back).
 # Every process started here is stopped on exit; endpoints are free loopback ports.
 set -euo pipefail
 
@@ -19,6 +21,8 @@ RUNS=${RUNS:-150}
 RATE=${RATE:-300}
 MATCH=${MATCH:-VELO/*}
 WORKERS=${WORKERS:-1}
+MAX_STEPS=${MAX_STEPS:-50}
+AHEAD=${AHEAD:-256}
 PY=/usr/bin/python3
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/dinamo-tlat.XXXXXX")
@@ -88,7 +92,7 @@ control: {bind: "tcp://127.0.0.1:$ctl"}
 http: {bind: "127.0.0.1:$http"}
 state: {directory: "$WORK/state_$name", snapshot_interval_s: 3600}
 log: {level: warn}
-training: {workers: $WORKERS}
+training: {workers: $WORKERS, max_steps: $MAX_STEPS, expect_ahead: $AHEAD}
 $rules
 EOF
   "$BUILD/daemon/dinamod" --config "$WORK/$name.yaml" 2>"$WORK/$name.log" &
@@ -106,7 +110,7 @@ EOF
     --bins "$BINS" --runs "$RUNS" --rate "$RATE" --wait-s 2 --labels off \
     >"$WORK/sim_$name.log" 2>&1
   wait "$sub" || true
-  curl -sf "http://127.0.0.1:$http/metrics" | grep -E '^dinamo_train' >"$WORK/$name.metrics" ||
+  curl -sf "http://127.0.0.1:$http/metrics" | grep -E '^dinamo_(train|transformer)' >"$WORK/$name.metrics" ||
     true
   kill -TERM "$daemon"
   wait "$daemon" || true
