@@ -126,7 +126,8 @@ for ((i = 0; i < REPLAY_REPEATS; i++)); do
 done
 replay_s=$(py "import statistics; print(statistics.median([$(printf '%s,' "${replay_times[@]}")]))")
 full_ns=$(py "import json; d=json.load(open('$WORK/full.json'))
-print(next(b['cpu_time'] for b in d['benchmarks'] if b['name'] == 'BM_LibraryFullStep/100_median'))")
+print(next(b['cpu_time'] for b in d['benchmarks']
+           if b['name'] == 'BM_LibraryFullStep/100_median'))")
 row "dinamo-replay, 5000 runs of 100 bins, parsing included (median of $REPLAY_REPEATS)" \
   "$(py "print(f'{5000 / $replay_s:,.0f} runs/s')")" \
   "full step alone $(py "print(f'{1e9 / $full_ns:,.0f} runs/s')")" \
@@ -256,7 +257,7 @@ row "daemon throughput, 100-bin histograms over TCP loopback (${SECONDS_WINDOW} 
 # The sim outruns the daemon: what it still queued (no HWM) when stopped is dropped after its
 # 10 s linger. That is the publisher's backlog, not a loss inside the daemon (received −
 # verdicts, refused); zero loss is checked at a sustainable rate (latency run, --soak).
-row "throughput run: sim backlog unsent at stop (sent − received); received − verdicts; refused" \
+row "throughput run: sim backlog at stop (sent − received); received − verdicts; refused" \
   "$(py "print(f'{$sent - $received:,}; {$received - $verdicts}; {$refused} of {$sent:,}')")" \
   "pair: $pair_lost lost" "—" "— (at full speed)" "—"
 

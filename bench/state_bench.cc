@@ -12,9 +12,6 @@
 // into a fresh Monitor (as Daemon::Restore does, CRC and consistency checks included).
 // Prints one JSON line.
 
-#include <malloc.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +28,8 @@
 #include "dinamo/toy_model.h"
 #include "monitor.h"
 #include "snapshot_store.h"
+#include <malloc.h>
+#include <unistd.h>
 
 namespace {
 
@@ -150,8 +149,8 @@ int main(int argc, char** argv) {
   const double feed_ms = Ms(Clock::now() - feed_start);
   malloc_trim(0);
   const std::size_t after = ResidentBytes();
-  const double per_template =
-      (static_cast<double>(after) - static_cast<double>(before)) / static_cast<double>(o.histograms);
+  const double per_template = (static_cast<double>(after) - static_cast<double>(before)) /
+                              static_cast<double>(o.histograms);
   std::printf(
       "{\"histograms\": %zu, \"bins\": %zu, \"runs\": %zu, \"journal_runs\": %zu, "
       "\"verdicts\": %llu, \"templates\": %zu, \"feed_ms\": %.1f, \"rss_before\": %zu, "
@@ -179,9 +178,8 @@ int main(int argc, char** argv) {
     daemon::SnapshotStore reader(o.snapshot_dir);
     int problems = 0;
     const auto restore_start = Clock::now();
-    auto loaded = reader.Load(problems, [&restored](const v1::Snapshot& s) {
-      return restored.RestoreFrom(s);
-    });
+    auto loaded = reader.Load(
+        problems, [&restored](const v1::Snapshot& s) { return restored.RestoreFrom(s); });
     const double restore_ms = Ms(Clock::now() - restore_start);
     if (!loaded || restored.templates() != monitor->templates()) {
       std::fprintf(stderr, "snapshot not restored (problems=%d)\n", problems);

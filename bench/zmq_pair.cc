@@ -125,8 +125,8 @@ int Publish(const Options& o) {
   std::uint64_t sent = 0;
   std::uint64_t bytes = 0;
   const auto start = Clock::now();
-  const auto end = start + std::chrono::duration_cast<Clock::duration>(
-                               std::chrono::duration<double>(o.seconds));
+  const auto end =
+      start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   try {
     while (!g_stop) {
       if ((sent & 255) == 0 && Clock::now() >= end) {
@@ -160,10 +160,9 @@ int Publish(const Options& o) {
     }
   }
   const double elapsed = Seconds(Clock::now() - start);
-  std::printf(
-      "{\"sent\": %llu, \"seconds\": %.3f, \"rate\": %.1f, \"body_bytes\": %.1f}\n",
-      static_cast<unsigned long long>(sent), elapsed, sent / elapsed,
-      sent > 0 ? static_cast<double>(bytes) / static_cast<double>(sent) : 0.0);
+  std::printf("{\"sent\": %llu, \"seconds\": %.3f, \"rate\": %.1f, \"body_bytes\": %.1f}\n",
+              static_cast<unsigned long long>(sent), elapsed, sent / elapsed,
+              sent > 0 ? static_cast<double>(bytes) / static_cast<double>(sent) : 0.0);
   std::fflush(stdout);
   return 0;
 }
@@ -253,10 +252,10 @@ int Subscribe(const Options& o) {
   std::vector<zmq::message_t> frames(2);
   Clock::time_point first{};
   Clock::time_point last = Clock::now();
-  const auto idle = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(o.idle_s));
-  const auto window = std::chrono::duration_cast<Clock::duration>(
-      std::chrono::duration<double>(o.seconds));
+  const auto idle =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.idle_s));
+  const auto window =
+      std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o.seconds));
   // Before the first message the idle limit does not apply: the publisher may still start.
   while (!g_stop) {
     zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
@@ -306,8 +305,7 @@ int Subscribe(const Options& o) {
         "\"last_input\": %llu, \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f, "
         "\"max_us\": %.1f",
         static_cast<unsigned long long>(t.verdicts), static_cast<unsigned long long>(t.other),
-        static_cast<unsigned long long>(t.unparsed),
-        static_cast<unsigned long long>(t.output_gaps),
+        static_cast<unsigned long long>(t.unparsed), static_cast<unsigned long long>(t.output_gaps),
         static_cast<unsigned long long>(t.input_gaps),
         static_cast<unsigned long long>(t.first_output),
         static_cast<unsigned long long>(t.last_output),
