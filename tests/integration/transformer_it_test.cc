@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <csignal>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -54,8 +55,15 @@ TEST_F(TransformerDaemonTest, VerdictsOfBothMethodsAndTrainingsOnTheWorker) {
     Bus bus(daemon_);
     ASSERT_TRUE(bus.WaitReady(daemon_)) << daemon_.Log();
     SendRuns(bus, 1, 6);
-    const auto transformer = bus.Collect("T/a", 1, 6);
-    const auto ewma = bus.Collect("E/2", 1, 6);
+    // One pass over the stream: 6 runs of T/a and of E/0 to E/2.
+    std::map<std::string, std::map<std::uint64_t, v1::Verdict>> verdicts;
+    for (const std::string& body : bus.Take("verdict/", 24, 30s)) {
+      v1::Verdict v;
+      ASSERT_TRUE(v.ParseFromString(body));
+      verdicts[v.histogram()][v.run()] = v;
+    }
+    const auto& transformer = verdicts["T/a"];
+    const auto& ewma = verdicts["E/2"];
     ASSERT_EQ(transformer.size(), 6u) << daemon_.Log();
     ASSERT_EQ(ewma.size(), 6u);
     for (const auto& [run, v] : transformer) {
