@@ -121,6 +121,7 @@ class TransformerTrainer::Task final : public TrainingTask {
 
   void Run(const std::atomic<bool>& cancel) override {
     const auto start = std::chrono::steady_clock::now();
+    release_.reset();
     trained_ = base_->CloneTransformer();
     for (const TransformerSlot::Pending& p : pending_) {
       trained_->Record(p.run, p.obs);
@@ -143,6 +144,7 @@ class TransformerTrainer::Task final : public TrainingTask {
   TransformerTrainer& trainer_;
   std::weak_ptr<TransformerSlot> slot_;
   std::shared_ptr<const TransformerModel> base_;
+  std::shared_ptr<const TransformerModel> release_;
   std::vector<TransformerSlot::Pending> pending_;
   int max_steps_;
   std::int64_t next_run_ = 1;
@@ -190,9 +192,12 @@ void TransformerTrainer::Resume(DeferredTransformer& model) {
   }
 }
 
-void TransformerTrainer::Submit(const std::shared_ptr<TransformerSlot>& slot) {
+void TransformerTrainer::Submit(const std::shared_ptr<TransformerSlot>& slot,
+                                std::shared_ptr<const TransformerModel> release) {
   const auto key = reinterpret_cast<std::uintptr_t>(slot.get());
-  if (pool_.Submit(key, MakeTask(slot)) == TrainingPool::Submitted::kStopped) {
+  auto task = std::make_unique<Task>(*this, slot);
+  task->release_ = std::move(release);
+  if (pool_.Submit(key, std::move(task)) == TrainingPool::Submitted::kStopped) {
     return;
   }
   slot->in_flight = true;
@@ -228,6 +233,8 @@ void TransformerTrainer::Finished(Task& task, TrainingTask::Outcome outcome) {
                                               [through](const TransformerSlot::Pending& p) {
                                                 return p.run > through;
                                               }));
+  std::shared_ptr<const TransformerModel> replaced = std::move(slot->trained);
+  task.base_.reset();
   slot->trained = std::shared_ptr<const TransformerModel>(std::move(task.trained_));
   slot->expected_first = task.next_run_;
   slot->expected = std::move(task.expected_);
@@ -235,7 +242,7 @@ void TransformerTrainer::Finished(Task& task, TrainingTask::Outcome outcome) {
   spdlog::debug("training done histogram={} steps={} seconds={:.3f} pending={}", slot->histogram,
                 task.steps_, task.seconds_, pending.size());
   if (slot->owed || !pending.empty()) {
-    Submit(slot);
+    Submit(slot, std::move(replaced));
   }
 }
 

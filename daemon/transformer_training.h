@@ -104,7 +104,10 @@ class TransformerTrainer {
  private:
   class Task;
   std::unique_ptr<TrainingTask> MakeTask(const std::shared_ptr<TransformerSlot>& slot);
-  void Submit(const std::shared_ptr<TransformerSlot>& slot);
+  // `release`: a model replaced on the loop, freed by the worker that takes the task (freeing a
+  // model is a millisecond the loop need not spend).
+  void Submit(const std::shared_ptr<TransformerSlot>& slot,
+              std::shared_ptr<const TransformerModel> release = nullptr);
   void Finished(Task& task, TrainingTask::Outcome outcome);
 
   TrainingPool& pool_;
