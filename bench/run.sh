@@ -329,8 +329,42 @@ row "snapshot restore, $MEM_HISTOGRAMS templates (Load + RestoreFrom)" \
 if [[ $SOAK == 1 ]]; then
   soak_rate=${BENCH_SOAK_RATE:-$(py "print(round($pair_rate / 2))")}
   log "soak at ${soak_rate}/s for ${SOAK_SECONDS}s"
-  latency_run soak "$soak_rate" "$SOAK_SECONDS"
+  # dinamo-sim queues without limit when the daemon falls behind (no HWM): the soak stops
+  # as soon as the daemon is more than 5 s of messages behind, or memory would run out.
+  port=$(free_port)
+  start_daemon soak "tcp://127.0.0.1:$port"
+  "$BIN_PAIR" sub "$OUTPUT_ENDPOINT" --verdicts --idle-s 5 --seconds 100000 \
+    >"$WORK/soak_sub.json" &
+  soak_sub=$!
+  PIDS+=("$soak_sub")
+  "$BIN_SIM" --publish "tcp://127.0.0.1:$port" --histograms $HISTOGRAMS --bins 100 --pool 16 \
+    --runs "$(py "import math; print(math.ceil($soak_rate * $SOAK_SECONDS / $HISTOGRAMS))")" \
+    --rate "$soak_rate" --wait-s 2 --labels off >"$WORK/sim_soak.log" 2>&1 &
+  soak_sim=$!
+  PIDS+=("$soak_sim")
+  soak_start=$(date +%s.%N)
+  behind_at=
+  sleep 3
+  while kill -0 "$soak_sim" 2>/dev/null; do
+    got=$(metric dinamo_histograms_received_total)
+    behind=$(py "print(int($soak_rate * ($(date +%s.%N) - $soak_start - 2) - ${got:-0}))")
+    if ((behind > 5 * ${soak_rate%.*})); then
+      behind_at=$(py "print(round($(date +%s.%N) - $soak_start - 2))")
+      log "soak: the daemon is $behind messages behind after ${behind_at}s: stopping"
+      kill -INT "$soak_sim" 2>/dev/null || true
+      break
+    fi
+    sleep 1
+  done
+  wait "$soak_sim" || true
+  sim_sent "$WORK/sim_soak.log" >"$WORK/soak.sent"
+  wait "$soak_sub" || true
+  stop_daemon
   soak_sent=$(cat "$WORK/soak.sent")
+  if [[ -n $behind_at ]]; then
+    row "soak at $soak_rate/s (half the pair): daemon fell behind after ${behind_at} s" \
+      "stopped" "—" "—" "0 lost for $SOAK_SECONDS s" "no"
+  fi
   sk() { json "$WORK/soak_sub.json" "$1"; }
   row "soak at $soak_rate/s (half the pair) for $SOAK_SECONDS s: verdicts of sent; gaps in/out" \
     "$(sk "d['verdicts']") of $soak_sent; $(sk "d['input_gaps']"); $(sk "d['output_gaps']")" \
