@@ -46,7 +46,9 @@ cmake --build "$BUILD" -j2 --target dinamod dinamo-sim >"$WORK/build.log" 2>&1 |
 mkdir -p "$WORK/py"
 protoc -I"$ROOT/proto" --python_out="$WORK/py" "$ROOT"/proto/dinamo/v1/*.proto
 
-free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() {
+  $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
 
 # The subscriber: per method, latencies in µs; stops 3 s after the last verdict.
 cat >"$WORK/sub.py" <<'EOF'
@@ -110,8 +112,8 @@ EOF
     --bins "$BINS" --runs "$RUNS" --rate "$RATE" --wait-s 2 --labels off \
     >"$WORK/sim_$name.log" 2>&1
   wait "$sub" || true
-  curl -sf "http://127.0.0.1:$http/metrics" | grep -E '^dinamo_(train|transformer)' >"$WORK/$name.metrics" ||
-    true
+  curl -sf "http://127.0.0.1:$http/metrics" | grep -E '^dinamo_(train|transformer)' \
+    >"$WORK/$name.metrics" || true
   kill -TERM "$daemon"
   wait "$daemon" || true
 }
