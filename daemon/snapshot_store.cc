@@ -1,6 +1,6 @@
 #include "snapshot_store.h"
 
-#include <array>
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -11,6 +11,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -33,50 +34,19 @@ std::uint64_t GetLittle(const std::string& in, std::size_t at, int bytes) {
   return value;
 }
 
-// CRC-32 of IEEE 802.3 (reflected, polynomial 0xEDB88320, init and final xor all ones: the
-// value boost::crc_32_type gives), eight bytes per step with eight tables (slicing-by-8):
-// restoring a snapshot of 100 000 templates spent most of its time in a bytewise CRC.
-using CrcTables = std::array<std::array<std::uint32_t, 256>, 8>;
-
-const CrcTables& Crc32Tables() {
-  static const CrcTables tables = [] {
-    CrcTables t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) {
-        c = (c & 1u) != 0 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      }
-      t[0][i] = c;
-    }
-    for (std::size_t s = 1; s < t.size(); ++s) {
-      for (std::size_t i = 0; i < 256; ++i) {
-        t[s][i] = (t[s - 1][i] >> 8) ^ t[0][t[s - 1][i] & 0xffu];
-      }
-    }
-    return t;
-  }();
-  return tables;
-}
-
+// CRC-32 of IEEE 802.3 (the value boost::crc_32_type gives), from zlib: its table-driven
+// implementation is several times faster than a bytewise one, which dominated the restore of a
+// snapshot of 100 000 templates.
 std::uint32_t Crc32(const std::string& data) {
-  const CrcTables& t = Crc32Tables();
-  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  uLong crc = crc32(0L, Z_NULL, 0);
+  const auto* p = reinterpret_cast<const Bytef*>(data.data());
   std::size_t n = data.size();
-  std::uint32_t crc = 0xffffffffu;
-  const auto word = [](const unsigned char* b) {
-    return static_cast<std::uint32_t>(b[0]) | static_cast<std::uint32_t>(b[1]) << 8 |
-           static_cast<std::uint32_t>(b[2]) << 16 | static_cast<std::uint32_t>(b[3]) << 24;
-  };
-  for (; n >= 8; n -= 8, p += 8) {
-    const std::uint32_t lo = word(p) ^ crc;
-    const std::uint32_t hi = word(p + 4);
-    crc = t[7][lo & 0xffu] ^ t[6][(lo >> 8) & 0xffu] ^ t[5][(lo >> 16) & 0xffu] ^ t[4][lo >> 24] ^
-          t[3][hi & 0xffu] ^ t[2][(hi >> 8) & 0xffu] ^ t[1][(hi >> 16) & 0xffu] ^ t[0][hi >> 24];
+  // zlib takes lengths as uInt: feed very large payloads in pieces.
+  constexpr std::size_t kPiece = std::size_t{1} << 30;
+  for (; n > 0; p += std::min(n, kPiece), n -= std::min(n, kPiece)) {
+    crc = crc32(crc, p, static_cast<uInt>(std::min(n, kPiece)));
   }
-  for (; n > 0; --n, ++p) {
-    crc = t[0][(crc ^ *p) & 0xffu] ^ (crc >> 8);
-  }
-  return crc ^ 0xffffffffu;
+  return static_cast<std::uint32_t>(crc);
 }
 
 std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }

@@ -10,7 +10,7 @@ packages=(
   libboost-dev libboost-system-dev
   libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  libssl-dev
+  libssl-dev zlib1g-dev
   python3 python3-zmq python3-protobuf python3-numpy
   curl procps
 )
