@@ -40,22 +40,9 @@ JOURNAL_RUNS=${BENCH_JOURNAL_RUNS:-32}
 SOAK_SECONDS=${BENCH_SOAK_SECONDS:-300}
 HISTOGRAMS=1000  # names on the bus in the throughput and latency runs
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/dinamo-bench.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-log() { echo "[bench $(date +%T)] $*" >&2; }
+BENCH_TAG=bench
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # ---------------------------------------------------------------------------------------------
 # Build: only the targets measured here.

@@ -25,21 +25,9 @@ MAX_STEPS=${MAX_STEPS:-50}
 AHEAD=${AHEAD:-256}
 PY=/usr/bin/python3
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/dinamo-tlat.XXXXXX")
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  for pid in "${PIDS[@]}"; do
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-log() { echo "[tlat $(date +%T)] $*" >&2; }
+BENCH_TAG=tlat
+# shellcheck source=bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 cmake --build "$BUILD" -j2 --target dinamod dinamo-sim >"$WORK/build.log" 2>&1 ||
   { tail -40 "$WORK/build.log" >&2; exit 1; }

@@ -12,18 +12,12 @@
 #include <gtest/gtest.h>
 
 #include "monitor.h"
+#include "support/shapes.h"
 
 namespace dinamo::daemon {
 namespace {
 
-std::vector<double> Bell(double shift) {
-  std::vector<double> counts(20);
-  for (std::size_t b = 0; b < counts.size(); ++b) {
-    const double z = (static_cast<double>(b) - 9.5 - shift) / 3.0;
-    counts[b] = std::round(1000.0 * std::exp(-0.5 * z * z)) + 1.0;
-  }
-  return counts;
-}
+using dinamo::testing::Bell;
 
 v1::Histogram Hist(const std::string& name, std::uint64_t run, double shift = 0.0) {
   v1::Histogram h;

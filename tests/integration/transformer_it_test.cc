@@ -11,18 +11,10 @@
 #include <gtest/gtest.h>
 
 #include "integration/bus_client.h"
+#include "support/shapes.h"
 
 namespace dinamo::testing {
 namespace {
-
-std::vector<double> Bell(double shift) {
-  std::vector<double> counts(20);
-  for (std::size_t b = 0; b < counts.size(); ++b) {
-    const double z = (static_cast<double>(b) - 9.5 - shift) / 3.0;
-    counts[b] = std::round(1000.0 * std::exp(-0.5 * z * z)) + 1.0;
-  }
-  return counts;
-}
 
 class TransformerDaemonTest : public ::testing::Test {
  protected:
