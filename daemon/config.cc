@@ -185,37 +185,25 @@ void ReadSettingKeys(const Reader& r, const YAML::Node& node, const std::string&
   }
 }
 
+// A key the rule sets replaces the default; a key it leaves out keeps it.
+template <typename T, typename U>
+void OverlayKey(T& setting, const std::optional<U>& from_rule) {
+  if (from_rule) {
+    setting = *from_rule;
+  }
+}
+
 void Overlay(const Rule& rule, HistogramSettings& s) {
-  if (rule.method) {
-    s.method = *rule.method;
-  }
-  if (rule.alpha) {
-    s.alpha = *rule.alpha;
-  }
-  if (rule.threshold) {
-    s.threshold = *rule.threshold;
-  }
-  if (rule.warning_threshold) {
-    s.warning_threshold = *rule.warning_threshold;
-  }
-  if (rule.warmup_runs) {
-    s.warmup_runs = *rule.warmup_runs;
-  }
-  if (rule.auto_accept) {
-    s.auto_accept = *rule.auto_accept;
-  }
-  if (rule.journal_runs) {
-    s.journal_runs = *rule.journal_runs;
-  }
-  if (rule.min_entries) {
-    s.min_entries = *rule.min_entries;
-  }
-  if (rule.on_delay) {
-    s.on_delay = *rule.on_delay;
-  }
-  if (rule.off_delay) {
-    s.off_delay = *rule.off_delay;
-  }
+  OverlayKey(s.method, rule.method);
+  OverlayKey(s.alpha, rule.alpha);
+  OverlayKey(s.threshold, rule.threshold);
+  OverlayKey(s.warning_threshold, rule.warning_threshold);
+  OverlayKey(s.warmup_runs, rule.warmup_runs);
+  OverlayKey(s.auto_accept, rule.auto_accept);
+  OverlayKey(s.journal_runs, rule.journal_runs);
+  OverlayKey(s.min_entries, rule.min_entries);
+  OverlayKey(s.on_delay, rule.on_delay);
+  OverlayKey(s.off_delay, rule.off_delay);
 }
 
 void CheckWarning(const Reader& r, const HistogramSettings& s, const std::string& key) {
