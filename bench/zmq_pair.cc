@@ -1,7 +1,8 @@
 // zmq_pair: the bus without the daemon, and the daemon's output seen from a consoles' seat.
 //
-//   zmq_pair pub ENDPOINT [--seconds S] [--bins B] [--histograms H] [--rate R]
-//       binds a PUB socket with dinamo-sim's settings (no high-water mark, linger 10 s) and
+//   zmq_pair pub ENDPOINT [--seconds S] [--bins B] [--histograms H] [--rate R] [--send-hwm N]
+//       binds a PUB socket with dinamo-sim's settings (no high-water mark, or with --send-hwm
+//       one at which send waits for the subscriber, as dinamo-sim --send-hwm; linger 10 s) and
 //       publishes 100-bin histograms as dinamo-sim does: the message is filled and serialised
 //       for every send, topic and body frames.
 //   zmq_pair sub ENDPOINT [--seconds S] [--idle-s I] [--verdicts]
@@ -47,6 +48,7 @@ struct Options {
   std::size_t bins = 100;
   std::size_t histograms = 1000;
   bool verdicts = false;
+  int send_hwm = 0;
 };
 
 std::int64_t NowUnixNs() {
@@ -60,7 +62,7 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 int Usage() {
   std::fprintf(stderr,
                "usage: zmq_pair pub|sub ENDPOINT [--seconds S] [--idle-s I] [--rate R] "
-               "[--bins B] [--histograms H] [--wait-s W] [--verdicts]\n");
+               "[--bins B] [--histograms H] [--wait-s W] [--send-hwm N] [--verdicts]\n");
   return 2;
 }
 
@@ -81,6 +83,8 @@ bool ParseOptions(int argc, char** argv, Options& o) {
       o.idle_s = std::atof(argv[++i]);
     } else if (a == "--rate" && has_value) {
       o.rate = std::atof(argv[++i]);
+    } else if (a == "--send-hwm" && has_value) {
+      o.send_hwm = std::atoi(argv[++i]);
     } else if (a == "--wait-s" && has_value) {
       o.wait_s = std::atof(argv[++i]);
     } else if (a == "--bins" && has_value) {
@@ -100,7 +104,10 @@ bool ParseOptions(int argc, char** argv, Options& o) {
 int Publish(const Options& o) {
   zmq::context_t context;
   zmq::socket_t socket(context, zmq::socket_type::pub);
-  socket.set(zmq::sockopt::sndhwm, 0);
+  socket.set(zmq::sockopt::sndhwm, o.send_hwm);
+  if (o.send_hwm > 0) {
+    socket.set(zmq::sockopt::xpub_nodrop, true);
+  }
   socket.set(zmq::sockopt::linger, 10000);
   socket.bind(o.endpoint);
 

@@ -52,6 +52,7 @@ struct Options {
   bool pregenerate = false;
   std::size_t pool = 0;  // runs drawn ahead per histogram and published in a cycle
   std::string source;
+  std::uint64_t send_hwm = 0;  // 0: queue without limit
   // Both
   std::size_t runs = 5000;
   std::uint64_t seed = 0;
@@ -217,9 +218,13 @@ std::string DefaultSource() {
 class Publisher {
  public:
   explicit Publisher(const Options& o) : socket_(context_, zmq::socket_type::pub), options_(o) {
-    // Nothing may be dropped on the way out: no high-water mark, and a bounded linger so
-    // that the last messages still leave when the program ends.
-    socket_.set(zmq::sockopt::sndhwm, 0);
+    // Nothing may be dropped on the way out: no high-water mark by default, or one at which
+    // send waits (XPUB_NODROP) instead of dropping, so that a slower subscriber throttles the
+    // publisher rather than its memory growing; a bounded linger lets the last messages leave.
+    socket_.set(zmq::sockopt::sndhwm, static_cast<int>(o.send_hwm));
+    if (o.send_hwm > 0) {
+      socket_.set(zmq::sockopt::xpub_nodrop, true);
+    }
     socket_.set(zmq::sockopt::linger, 10000);
     if (!o.publish.empty()) {
       socket_.bind(o.publish);
@@ -419,6 +424,11 @@ int main(int argc, char** argv) {
                  "--pregenerate")
       ->excludes(pregenerate);
   app.add_option("--source", o.source, "the source field of every message");
+  app.add_option("--send-hwm", o.send_hwm,
+                 "messages queued for a slow subscriber before sending waits for it (0: queue "
+                 "without limit)")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{100000000}))
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
     if (o.csv.empty() && o.publish.empty() && o.connect.empty()) {
