@@ -337,12 +337,11 @@ void Daemon::DrainInput() {
 
 void Daemon::HandleMessage(Clock::time_point received) {
   ++metrics_.histograms_received;
-  std::vector<std::string_view> views;
-  views.reserve(frames_.size());
+  frame_views_.clear();
   for (const zmq::message_t& f : frames_) {
-    views.emplace_back(static_cast<const char*>(f.data()), f.size());
+    frame_views_.emplace_back(static_cast<const char*>(f.data()), f.size());
   }
-  MonitorResult result = monitor_.OnMessage(views, NowUnixNs());
+  MonitorResult& result = monitor_.OnMessage(frame_views_, NowUnixNs());
   if (result.rejection) {
     metrics_.Reject(result.rejection->reason);
     LogRejection(*result.rejection);
@@ -361,7 +360,7 @@ void Daemon::PublishResult(MonitorResult& result, Clock::time_point received) {
   }
   if (result.verdict) {
     result.verdict->set_sequence(++sequence_);
-    Publish("verdict/" + result.verdict->histogram(), *result.verdict);
+    Publish(Topic("verdict/", result.verdict->histogram()), *result.verdict);
     ++metrics_.verdicts_published;
     metrics_.verdict_latency.Observe(
         std::chrono::duration<double>(Clock::now() - received).count());
@@ -381,7 +380,7 @@ void Daemon::PublishResult(MonitorResult& result, Clock::time_point received) {
 
 void Daemon::PublishAlarm(v1::Alarm& alarm) {
   alarm.set_sequence(++sequence_);
-  Publish("alarm/" + alarm.histogram(), alarm);
+  Publish(Topic("alarm/", alarm.histogram()), alarm);
   if (alarm.event() == v1::ALARM_EVENT_RAISED) {
     ++metrics_.alarms_raised;
   } else if (alarm.event() == v1::ALARM_EVENT_CLEARED) {
@@ -411,6 +410,7 @@ void Daemon::ArmHousekeeping() {
 
 void Daemon::Housekeeping() {
   const std::int64_t now = NowUnixNs();
+  monitor_.FlushAlarmLog(now);
   for (v1::Alarm& alarm : monitor_.ExpireShelving(now)) {
     PublishAlarm(alarm);
   }
@@ -520,6 +520,11 @@ void Daemon::CheckDropped() {
 
 // ---------------------------------------------------------------------------------------------
 // Output
+
+const std::string& Daemon::Topic(std::string_view prefix, const std::string& histogram) {
+  topic_.assign(prefix).append(histogram);
+  return topic_;
+}
 
 void Daemon::Publish(const std::string& topic, const google::protobuf::MessageLite& body) {
   body.SerializeToString(&buffer_);

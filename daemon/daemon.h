@@ -96,6 +96,8 @@ class Daemon {
   void DrainZap();
 
   void Publish(const std::string& topic, const google::protobuf::MessageLite& body);
+  // prefix + histogram in a buffer kept for the next message.
+  const std::string& Topic(std::string_view prefix, const std::string& histogram);
   void PublishResult(MonitorResult& result, Clock::time_point received);
   void PublishAlarm(v1::Alarm& alarm);
   void PublishSummary(v1::RunSummary& summary);
@@ -153,7 +155,9 @@ class Daemon {
   Clock::time_point last_zap_log_{};
 
   std::vector<zmq::message_t> frames_;
+  std::vector<std::string_view> frame_views_;
   std::string buffer_;
+  std::string topic_;
   std::uint64_t sequence_ = 0;
   Clock::time_point started_ = Clock::now();
   std::int64_t config_loaded_unix_ns_ = 0;

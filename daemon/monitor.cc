@@ -57,12 +57,18 @@ std::vector<v1::Axis> ShapeOf(const v1::Histogram& h) {
   return axes;
 }
 
-bool SameBinning(const std::vector<v1::Axis>& a, const std::vector<v1::Axis>& b) {
-  if (a.size() != b.size()) {
+// Whether the message has the binning a template keeps (ShapeOf), without building it.
+bool SameBinning(const std::vector<v1::Axis>& kept, const v1::Histogram& h) {
+  if (h.axes_size() == 0) {
+    return kept.size() == 1 && kept[0].bins() == static_cast<std::uint32_t>(h.counts_size()) &&
+           kept[0].low() == 0.0 && kept[0].high() == 0.0;
+  }
+  if (kept.size() != static_cast<std::size_t>(h.axes_size())) {
     return false;
   }
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (a[i].bins() != b[i].bins() || a[i].low() != b[i].low() || a[i].high() != b[i].high()) {
+  for (std::size_t i = 0; i < kept.size(); ++i) {
+    const v1::Axis& a = h.axes(static_cast<int>(i));
+    if (kept[i].bins() != a.bins() || kept[i].low() != a.low() || kept[i].high() != a.high()) {
       return false;
     }
   }
@@ -234,13 +240,28 @@ struct Monitor::Track {
   const HistogramSettings* settings = nullptr;
   std::uint64_t last_final_run = 0;
   std::uint64_t last_run = 0;
-  std::vector<double> last_pulls;
+  // Single precision: they are shown (get_template), never computed with; verdicts carry the
+  // doubles. Half the memory of the largest thing a template keeps besides its sums.
+  std::vector<float> last_pulls;
   AlarmRecord alarm;
   // The last change of the alarm, the verdict behind it and who made it (shifter actions).
   AlarmEvent alarm_event = AlarmEvent::kNone;
-  std::optional<v1::Verdict> alarm_verdict;
+  std::unique_ptr<v1::Verdict> alarm_verdict;  // allocated by the first alarm change only
   Actor actor;
+  // Run summaries: the last run this histogram's final was counted in, and whether it is one
+  // of the last summarised run's histograms.
+  std::uint64_t tallied_run = 0;
+  bool in_previous_run = false;
 };
+
+void MonitorResult::Reset() {
+  rejection.reset();
+  reset_alarm.reset();
+  unshelved_alarm.reset();
+  verdict.reset();
+  alarm.reset();
+  summary.reset();
+}
 
 std::span<const std::string_view> RejectionReasons() { return kReasons; }
 
@@ -252,14 +273,15 @@ Monitor::Monitor(SettingsResolver& settings) : settings_(settings) {}
 
 Monitor::~Monitor() = default;
 
-MonitorResult Monitor::OnMessage(std::span<const std::string_view> frames,
-                                 std::int64_t now_unix_ns) {
-  MonitorResult result;
-  const std::string topic = frames.empty() ? std::string() : std::string(frames[0]);
+MonitorResult& Monitor::OnMessage(std::span<const std::string_view> frames,
+                                  std::int64_t now_unix_ns) {
+  MonitorResult& result = result_;
+  result.Reset();
+  auto topic = [&frames] { return frames.empty() ? std::string() : std::string(frames[0]); };
   if (frames.size() != 2) {
     result.rejection =
         Refuse("frame_count",
-               "expected 2 frames (topic, body), got " + std::to_string(frames.size()), topic);
+               "expected 2 frames (topic, body), got " + std::to_string(frames.size()), topic());
     return result;
   }
   const std::size_t size = frames[0].size() + frames[1].size();
@@ -268,25 +290,30 @@ MonitorResult Monitor::OnMessage(std::span<const std::string_view> frames,
     result.rejection = Refuse(
         "oversized",
         std::to_string(size) + " bytes, more than input.max_message_bytes=" + std::to_string(limit),
-        topic);
+        topic());
     return result;
   }
   if (frames[1].empty()) {
-    result.rejection = Refuse("empty_body", "the body frame is empty", topic);
+    result.rejection = Refuse("empty_body", "the body frame is empty", topic());
     return result;
   }
   parsed_.Clear();
   if (!parsed_.ParseFromArray(frames[1].data(), static_cast<int>(frames[1].size()))) {
-    result.rejection = Refuse("malformed", "body is not a dinamo.v1.Histogram", topic);
+    result.rejection = Refuse("malformed", "body is not a dinamo.v1.Histogram", topic());
     return result;
   }
   return OnHistogram(frames[0], parsed_, now_unix_ns);
 }
 
-std::optional<Rejection> Monitor::Check(std::string_view topic, const v1::Histogram& h) const {
+std::optional<Rejection> Monitor::Check(std::string_view topic, const v1::Histogram& h,
+                                        Track*& known) const {
+  known = nullptr;
   const std::string& name = h.name();
   if (name.empty()) {
     return Refuse("empty_name", "the histogram has no name", std::string(topic));
+  }
+  if (const auto it = index_.find(name); it != index_.end()) {
+    known = it->second;
   }
   if (topic != name) {
     return Refuse("topic_mismatch", "topic '" + std::string(topic) + "' differs from the name",
@@ -315,11 +342,10 @@ std::optional<Rejection> Monitor::Check(std::string_view topic, const v1::Histog
                   name);
   }
 
-  const auto it = tracks_.find(name);
-  if (it == tracks_.end()) {
+  if (known == nullptr) {
     return std::nullopt;
   }
-  const std::uint64_t last_final = it->second->last_final_run;
+  const std::uint64_t last_final = known->last_final_run;
   if (h.final() && h.run() <= last_final) {
     return Refuse(
         h.run() == last_final ? "run_repeated" : "run_out_of_order",
@@ -335,11 +361,10 @@ std::optional<Rejection> Monitor::Check(std::string_view topic, const v1::Histog
   return std::nullopt;
 }
 
-Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, std::int64_t now_unix_ns,
-                                  MonitorResult& result) {
-  auto it = tracks_.find(h.name());
-  std::vector<v1::Axis> shape = ShapeOf(h);
-  if (it == tracks_.end()) {
+Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, Track* known,
+                                  std::int64_t now_unix_ns, MonitorResult& result) {
+  if (known == nullptr) {
+    std::vector<v1::Axis> shape = ShapeOf(h);
     auto track = std::make_unique<Track>();
     track->name = h.name();
     track->axes = std::move(shape);
@@ -348,15 +373,17 @@ Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, std::int64_t now_unix_
     track->tmpl = MakeTemplate(h.counts_size(), *track->settings);
     spdlog::debug("template created histogram={} bins={} method={} journal_runs={}", h.name(),
                   h.counts_size(), track->tmpl->model().method(), track->settings->journal_runs);
-    return *tracks_.emplace(h.name(), std::move(track)).first->second;
+    const auto inserted = tracks_.emplace(h.name(), std::move(track)).first;
+    index_.emplace(inserted->first, inserted->second.get());
+    return *inserted->second;
   }
 
-  Track& track = *it->second;
+  Track& track = *known;
   ApplySettings(track);
-  if (!SameBinning(track.axes, shape)) {
+  if (!SameBinning(track.axes, h)) {
     spdlog::info("template reset histogram={} reason=binning_changed bins={}->{}", h.name(),
                  track.tmpl->model().bins(), h.counts_size());
-    track.axes = std::move(shape);
+    track.axes = ShapeOf(h);
     track.tmpl = MakeTemplate(h.counts_size(), *track.settings);
     track.last_pulls.clear();
     dinamo::Rebaseline(track.alarm);
@@ -364,7 +391,7 @@ Monitor::Track& Monitor::TrackFor(const v1::Histogram& h, std::int64_t now_unix_
     track.alarm_event = AlarmEvent::kRebaselined;
     track.alarm_verdict.reset();
     track.actor = Actor{"", "", "binning changed: template reset"};
-    result.reset_alarm = AlarmMessage(track, now_unix_ns);
+    FillAlarm(track, now_unix_ns, result.reset_alarm.emplace());
     result.reset_alarm->set_severity(v1::SEVERITY_UNDEFINED);  // a fresh template cannot tell
   }
   return track;
@@ -389,63 +416,82 @@ void Monitor::ApplySettings(Track& track) {
   }
 }
 
-void Monitor::FillPulls(v1::Verdict& verdict, const Expectation& expected) const {
-  // The n largest |pull| (NaN last, the lower bin first among equals) in one pass over the bins,
-  // kept in order by insertion: no index vector, no sort, no allocation per message.
-  const std::size_t bins = pulls_.size();
-  const std::size_t n = std::min(kVerdictPulls, bins);
-  if (n == 0) {
-    return;
-  }
+void Monitor::FillPulls(v1::Verdict& verdict, const TemplateModel& model,
+                        std::int64_t run) const {
   std::array<std::uint32_t, kVerdictPulls> top{};
-  std::array<double, kVerdictPulls> magnitude{};
-  std::size_t kept = 0;
-  for (std::uint32_t b = 0; b < bins; ++b) {
-    const double p = std::abs(pulls_[b]);
-    const double m = std::isnan(p) ? -1.0 : p;
-    if (kept == n && !(m > magnitude[n - 1])) {
-      continue;
-    }
-    std::size_t i = kept < n ? kept++ : n - 1;
-    for (; i > 0 && m > magnitude[i - 1]; --i) {
-      top[i] = top[i - 1];
-      magnitude[i] = magnitude[i - 1];
-    }
-    top[i] = b;
-    magnitude[i] = m;
-  }
+  const std::size_t n = LargestPulls(pulls_, top);
+  // The template before it learns from this run, in those bins only.
+  std::array<double, kVerdictPulls> mu{};
+  std::array<double, kVerdictPulls> sigma_mu{};
+  model.ExpectBins(run, std::span(top).first(n), mu, sigma_mu);
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint32_t b = top[i];
     v1::Pull* pull = verdict.add_pulls();
     pull->set_bin(b);
     pull->set_pull(pulls_[b]);
     pull->set_observed(obs_.x[b]);
-    pull->set_expected(expected.mu[b]);
-    pull->set_sigma(std::sqrt(obs_.var_x[b] + expected.sigma_mu[b] * expected.sigma_mu[b]));
+    pull->set_expected(mu[i]);
+    pull->set_sigma(std::sqrt(obs_.var_x[b] + sigma_mu[i] * sigma_mu[i]));
   }
 }
 
-std::optional<v1::Alarm> Monitor::UpdateAlarm(Track& track, const v1::Verdict& verdict,
-                                              std::int64_t now_unix_ns) const {
+void Monitor::UpdateAlarm(Track& track, const v1::Verdict& verdict, std::int64_t now_unix_ns,
+                          Reused<v1::Alarm>& out) {
   const HistogramSettings& s = *track.settings;
   const AlarmSettings delays{s.on_delay, s.off_delay};
   const AlarmEvent event =
       OnVerdict(track.alarm, LibSeverity(verdict.severity()), verdict.run(), now_unix_ns, delays);
   if (event == AlarmEvent::kNone) {
-    return std::nullopt;
+    return;
   }
   track.alarm_event = event;
-  track.alarm_verdict = verdict;
+  if (!track.alarm_verdict) {
+    track.alarm_verdict = std::make_unique<v1::Verdict>();
+  }
+  *track.alarm_verdict = verdict;
   track.actor = Actor{};
-  spdlog::info("alarm {} histogram={} run={} state={} severity={} s={:.3f} threshold={}",
-               AlarmEventName(event), track.name, verdict.run(), AlarmStateName(track.alarm.state),
-               SeverityName(track.alarm.severity), verdict.log_reduced_chi2(), verdict.threshold());
-  return AlarmMessage(track, now_unix_ns);
+  if (AlarmLineAllowed(now_unix_ns)) {
+    spdlog::info("alarm {} histogram={} run={} state={} severity={} s={:.3f} threshold={}",
+                 AlarmEventName(event), track.name, verdict.run(),
+                 AlarmStateName(track.alarm.state), SeverityName(track.alarm.severity),
+                 verdict.log_reduced_chi2(), verdict.threshold());
+  }
+  FillAlarm(track, now_unix_ns, out.emplace());
+}
+
+bool Monitor::AlarmLineAllowed(std::int64_t now_unix_ns) {
+  FlushAlarmLog(now_unix_ns);
+  if (alarm_lines_ < kAlarmLinesPerSecond) {
+    ++alarm_lines_;
+    return true;
+  }
+  ++alarm_lines_skipped_;
+  return false;
+}
+
+void Monitor::FlushAlarmLog(std::int64_t now_unix_ns) {
+  constexpr std::int64_t kSecondNs = 1'000'000'000;
+  const std::int64_t second = now_unix_ns / kSecondNs;
+  if (second == alarm_log_second_) {
+    return;
+  }
+  if (alarm_lines_skipped_ > 0) {
+    spdlog::info("alarm changes not logged={} (over {} per second; all are published)",
+                 alarm_lines_skipped_, kAlarmLinesPerSecond);
+  }
+  alarm_log_second_ = second;
+  alarm_lines_ = 0;
+  alarm_lines_skipped_ = 0;
 }
 
 v1::Alarm Monitor::AlarmMessage(const Track& track, std::int64_t now_unix_ns) const {
-  const AlarmRecord& a = track.alarm;
   v1::Alarm alarm;
+  FillAlarm(track, now_unix_ns, alarm);
+  return alarm;
+}
+
+void Monitor::FillAlarm(const Track& track, std::int64_t now_unix_ns, v1::Alarm& alarm) const {
+  const AlarmRecord& a = track.alarm;
   alarm.set_histogram(track.name);
   alarm.set_run(a.run);
   alarm.set_state(ProtoState(a.state));
@@ -461,24 +507,27 @@ v1::Alarm Monitor::AlarmMessage(const Track& track, std::int64_t now_unix_ns) co
   alarm.set_comment(track.actor.comment);
   alarm.set_shelved_until_unix_s(a.shelved_until_unix_s);
   alarm.set_consecutive_anomalous(a.consecutive_anomalous);
-  return alarm;
 }
 
-MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& h,
-                                   std::int64_t now_unix_ns) {
-  MonitorResult result;
-  if (auto rejection = Check(topic, h)) {
+MonitorResult& Monitor::OnHistogram(std::string_view topic, const v1::Histogram& h,
+                                    std::int64_t now_unix_ns) {
+  MonitorResult& result = result_;
+  if (&h != &parsed_) {
+    result.Reset();  // OnMessage did it already
+  }
+  Track* known = nullptr;
+  if (auto rejection = Check(topic, h, known)) {
     // A known histogram whose final is refused counts as INVALID in its run's summary; its
     // template and alarm do not change (bad input never changes state).
-    if (h.final() && h.run() > 0 && tracks_.contains(h.name()) &&
-        rejection->reason.rfind("run_", 0) != 0 && rejection->reason != "topic_mismatch") {
-      result.summary = Tally(h.name(), h.run(), 0.0, v1::SEVERITY_INVALID, now_unix_ns);
+    if (h.final() && h.run() > 0 && known != nullptr && rejection->reason.rfind("run_", 0) != 0 &&
+        rejection->reason != "topic_mismatch") {
+      result.summary = Tally(*known, h.run(), 0.0, v1::SEVERITY_INVALID, now_unix_ns);
     }
     result.rejection = std::move(rejection);
     return result;
   }
 
-  Track& track = TrackFor(h, now_unix_ns, result);
+  Track& track = TrackFor(h, known, now_unix_ns, result);
   const HistogramSettings& s = *track.settings;
   JournalledTemplate& tmpl = *track.tmpl;
   const auto run = static_cast<std::int64_t>(h.run());
@@ -486,44 +535,38 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
     track.alarm_event = AlarmEvent::kUnshelved;
     track.actor = Actor{"", "", "shelving expired"};
     spdlog::info("alarm UNSHELVED histogram={} reason=expired", track.name);
-    result.unshelved_alarm = AlarmMessage(track, now_unix_ns);
+    FillAlarm(track, now_unix_ns, result.unshelved_alarm.emplace());
   }
 
+  // Scored against the template before it learns from this run; the verdict's pulls read that
+  // template too.
   Normalise(CountsOf(h), obs_);
   pulls_.resize(obs_.bins());
-  tmpl.model().Expect(run, expected_);  // the template before it learns from this run
   const bool warmup = tmpl.model().learned_runs() < s.warmup_runs;
-  const std::string method(tmpl.model().method());
+  const Score score = tmpl.model().ScoreRun(run, obs_, pulls_);
+  v1::Verdict& v = result.verdict.emplace();
+  FillPulls(v, tmpl.model(), run);
 
   // Only a final run is journalled and may teach; a partial one is scored and nothing else.
-  Score score;
   bool learned = false;
   if (h.final()) {
-    const auto outcome =
-        tmpl.ScoreFinal(run, CountsOf(h), obs_, LabelOf(h.label()), PolicyOf(s), pulls_);
-    score = outcome.score;
-    learned = outcome.learned;
+    learned = tmpl.LearnFinal(run, CountsOf(h), obs_, LabelOf(h.label()), PolicyOf(s), score)
+                  .learned;
     if (learned && learned_hook_) {
       learned_hook_(track.name, tmpl.mutable_model());
     }
-  } else {
-    score = tmpl.model().ScoreRun(run, obs_, pulls_);
   }
 
   const bool judgeable = !obs_.empty() && obs_.integral >= s.min_entries;
-  const bool anomalous = score.Anomalous(s.threshold);
   const double warning = s.warning_threshold.value_or(s.threshold);
-
-  v1::Verdict& v = result.verdict.emplace();
   v.set_histogram(h.name());
   v.set_run(h.run());
   v.set_chi2(score.chi2);
   v.set_log_reduced_chi2(score.log_reduced_chi2);
   v.set_threshold(s.threshold);
-  v.set_anomalous(anomalous);
+  v.set_anomalous(score.Anomalous(s.threshold));
   v.set_warmup(warmup);
-  v.set_method(method);
-  FillPulls(v, expected_);
+  v.mutable_method()->assign(tmpl.model().method());
   v.set_time_unix_ns(now_unix_ns);
   v.set_histogram_time_unix_ns(h.time_unix_ns());
   v.set_final(h.final());
@@ -540,13 +583,13 @@ MonitorResult Monitor::OnHistogram(std::string_view topic, const v1::Histogram& 
   v.set_learned(learned);
 
   track.last_run = h.run();
-  track.last_pulls = pulls_;
+  track.last_pulls.assign(pulls_.begin(), pulls_.end());
   if (h.final()) {
     track.last_final_run = h.run();
   }
-  result.alarm = UpdateAlarm(track, v, now_unix_ns);
+  UpdateAlarm(track, v, now_unix_ns, result.alarm);
   if (h.final()) {
-    result.summary = Tally(h.name(), h.run(), score.log_reduced_chi2, v.severity(), now_unix_ns);
+    result.summary = Tally(track, h.run(), score.log_reduced_chi2, v.severity(), now_unix_ns);
   }
   return result;
 }
@@ -784,21 +827,21 @@ std::vector<v1::Alarm> Monitor::ExpireShelving(std::int64_t now_unix_ns) {
 // ---------------------------------------------------------------------------------------------
 // Run summaries
 
-std::optional<v1::RunSummary> Monitor::Tally(const std::string& name, std::uint64_t run, double s,
+std::optional<v1::RunSummary> Monitor::Tally(Track& track, std::uint64_t run, double s,
                                              v1::Severity severity, std::int64_t now_unix_ns) {
-  if (run <= last_summarised_run_) {
-    return std::nullopt;  // that run's summary is out already
+  // A histogram counts once per run, with what came first (a refused final is not overridden
+  // by a scored one), and not at all in a run older than one it was counted in.
+  if (run <= last_summarised_run_ || run <= track.tallied_run) {
+    return std::nullopt;
   }
+  track.tallied_run = run;
   RunTally& tally = tallies_[run];
   if (tally.histograms.empty()) {
     tally.first_final_unix_ns = now_unix_ns;
   }
-  // A refused final does not override a scored one.
-  if (tally.histograms.try_emplace(name, s, severity).second &&
-      previous_run_histograms_.contains(name)) {
-    ++tally.expected_seen;
-  }
-  if (previous_run_histograms_.empty() || tally.expected_seen < previous_run_histograms_.size()) {
+  tally.histograms.push_back({&track, s, severity});
+  tally.expected_seen += track.in_previous_run;
+  if (previous_run_.empty() || tally.expected_seen < previous_run_.size()) {
     return std::nullopt;
   }
   return Summarise(run, tally, now_unix_ns);
@@ -823,12 +866,15 @@ v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
   summary.set_run(run);
   summary.set_histograms(static_cast<std::uint32_t>(tally.histograms.size()));
   summary.set_time_unix_ns(now_unix_ns);
-  std::vector<std::pair<double, const std::string*>> scored;
-  previous_run_histograms_.clear();
-  for (const auto& [name, result] : tally.histograms) {
-    const auto& [s, severity] = result;
-    previous_run_histograms_.insert(name);
-    switch (severity) {
+  std::vector<const TallyEntry*> scored;
+  for (Track* track : previous_run_) {
+    track->in_previous_run = false;
+  }
+  previous_run_.clear();
+  for (const TallyEntry& entry : tally.histograms) {
+    entry.track->in_previous_run = true;
+    previous_run_.push_back(entry.track);
+    switch (entry.severity) {
       case v1::SEVERITY_MINOR:
         summary.set_minor(summary.minor() + 1);
         break;
@@ -846,21 +892,20 @@ v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
         break;
     }
     // The worst are those judged: "cannot tell" and refused input are counted, not ranked.
-    if (severity != v1::SEVERITY_UNDEFINED && severity != v1::SEVERITY_INVALID) {
-      scored.emplace_back(s, &name);
+    if (entry.severity != v1::SEVERITY_UNDEFINED && entry.severity != v1::SEVERITY_INVALID) {
+      scored.push_back(&entry);
     }
   }
   const std::size_t n = std::min(kSummaryWorst, scored.size());
   std::partial_sort(scored.begin(), scored.begin() + static_cast<std::ptrdiff_t>(n), scored.end(),
-                    [](const auto& a, const auto& b) {
-                      return a.first > b.first || (a.first == b.first && *a.second < *b.second);
+                    [](const TallyEntry* a, const TallyEntry* b) {
+                      return a->s > b->s || (a->s == b->s && a->track->name < b->track->name);
                     });
   for (std::size_t i = 0; i < n; ++i) {
-    const auto& [s, severity] = tally.histograms.find(*scored[i].second)->second;
     v1::RunSummary::Worst* w = summary.add_worst();
-    w->set_histogram(*scored[i].second);
-    w->set_log_reduced_chi2(s);
-    w->set_severity(severity);
+    w->set_histogram(scored[i]->track->name);
+    w->set_log_reduced_chi2(scored[i]->s);
+    w->set_severity(scored[i]->severity);
   }
   // Runs before this one that are still open are summarised by the timer; later finals of
   // this run or earlier ones no longer count.
@@ -868,8 +913,8 @@ v1::RunSummary Monitor::Summarise(std::uint64_t run, const RunTally& tally,
   tallies_.erase(tallies_.begin(), tallies_.upper_bound(run));
   for (auto& [later, pending] : tallies_) {
     pending.expected_seen = 0;
-    for (const auto& [name, result] : pending.histograms) {
-      pending.expected_seen += previous_run_histograms_.contains(name);
+    for (const TallyEntry& entry : pending.histograms) {
+      pending.expected_seen += entry.track->in_previous_run;
     }
   }
   return summary;
@@ -1003,12 +1048,19 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     track->alarm_event = static_cast<AlarmEvent>(std::clamp(
         static_cast<int>(hs.alarm().event()), 0, static_cast<int>(AlarmEvent::kRebaselined)));
     if (hs.alarm().has_verdict()) {
-      track->alarm_verdict = hs.alarm().verdict();
+      track->alarm_verdict = std::make_unique<v1::Verdict>(hs.alarm().verdict());
     }
     track->actor = Actor{hs.alarm().user(), hs.alarm().host(), hs.alarm().comment()};
     tracks.emplace(hs.name(), std::move(track));
   }
+  // Pending run summaries point into the tracks replaced here (they are not snapshotted).
+  tallies_.clear();
+  previous_run_.clear();
   tracks_ = std::move(tracks);
+  index_.clear();
+  for (const auto& [name, track] : tracks_) {
+    index_.emplace(name, track.get());
+  }
   return std::nullopt;
 }
 

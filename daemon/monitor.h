@@ -14,6 +14,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "dinamo/v1/control.pb.h"
@@ -37,16 +38,43 @@ struct Rejection {
   std::string histogram;
 };
 
+// An optional message that keeps its storage: reset() only marks it absent, and emplace()
+// clears it for filling again, so that every message reuses the strings and repeated fields
+// the last one allocated.
+template <typename Message>
+class Reused {
+ public:
+  Message& emplace() {
+    value_.Clear();
+    present_ = true;
+    return value_;
+  }
+  void reset() { present_ = false; }
+  bool has_value() const { return present_; }
+  explicit operator bool() const { return present_; }
+  Message& operator*() { return value_; }
+  const Message& operator*() const { return value_; }
+  Message* operator->() { return &value_; }
+  const Message* operator->() const { return &value_; }
+
+ private:
+  Message value_;
+  bool present_ = false;
+};
+
 // What one message produced, in publishing order: an alarm announcing a template reset, one
 // announcing a shelving that expired, the verdict, an alarm state change, and the summary of a
 // run whose finals are all in. Sequence numbers are left 0 for the publisher to assign.
 struct MonitorResult {
   std::optional<Rejection> rejection;
-  std::optional<v1::Alarm> reset_alarm;
-  std::optional<v1::Alarm> unshelved_alarm;
-  std::optional<v1::Verdict> verdict;
-  std::optional<v1::Alarm> alarm;
+  Reused<v1::Alarm> reset_alarm;
+  Reused<v1::Alarm> unshelved_alarm;
+  Reused<v1::Verdict> verdict;
+  Reused<v1::Alarm> alarm;
   std::optional<v1::RunSummary> summary;
+
+  // Marks everything absent, keeping the storage.
+  void Reset();
 };
 
 // Who sent a control command and why: logged, and published with the alarm changes it makes.
@@ -78,11 +106,12 @@ class Monitor {
   ~Monitor();
 
   // One bus message (topic, body). Never throws for bad input: it is returned as a rejection
-  // and no state changes.
-  MonitorResult OnMessage(std::span<const std::string_view> frames, std::int64_t now_unix_ns);
+  // and no state changes. The result is the monitor's, valid until the next message (the hot
+  // path allocates nothing for it).
+  MonitorResult& OnMessage(std::span<const std::string_view> frames, std::int64_t now_unix_ns);
   // An already parsed histogram published under `topic`.
-  MonitorResult OnHistogram(std::string_view topic, const v1::Histogram& histogram,
-                            std::int64_t now_unix_ns);
+  MonitorResult& OnHistogram(std::string_view topic, const v1::Histogram& histogram,
+                             std::int64_t now_unix_ns);
 
   // The configuration changed: settings are resolved again (a new alpha applies to the
   // templates from their next message; templates are kept).
@@ -122,6 +151,10 @@ class Monitor {
   // Ends the shelvings whose time has come; the UNSHELVED messages to publish.
   std::vector<v1::Alarm> ExpireShelving(std::int64_t now_unix_ns);
 
+  // Logs how many alarm changes were left out of the log in a second that is over (the
+  // daemon's housekeeping timer calls it).
+  void FlushAlarmLog(std::int64_t now_unix_ns);
+
   // Summaries of the runs whose first final came at least `after_s` before `now_unix_ns`.
   std::vector<v1::RunSummary> DueSummaries(std::int64_t now_unix_ns, double after_s);
 
@@ -133,44 +166,69 @@ class Monitor {
  private:
   struct Track;
   // The final verdicts of one run so far, for its summary.
+  struct TallyEntry {
+    Track* track = nullptr;
+    double s = 0.0;
+    v1::Severity severity = v1::SEVERITY_UNSPECIFIED;
+  };
   struct RunTally {
     std::int64_t first_final_unix_ns = 0;
-    std::map<std::string, std::pair<double, v1::Severity>, std::less<>> histograms;
-    std::size_t expected_seen = 0;  // how many of previous_run_histograms_ are in
+    std::vector<TallyEntry> histograms;  // one per histogram (Track::tallied_run)
+    std::size_t expected_seen = 0;       // how many of the last summarised run's are in
   };
 
-  std::optional<Rejection> Check(std::string_view topic, const v1::Histogram& h) const;
-  Track& TrackFor(const v1::Histogram& h, std::int64_t now_unix_ns, MonitorResult& result);
+  // Checks the message; `known` is set to the histogram's track when there is one.
+  std::optional<Rejection> Check(std::string_view topic, const v1::Histogram& h,
+                                 Track*& known) const;
+  Track& TrackFor(const v1::Histogram& h, Track* known, std::int64_t now_unix_ns,
+                  MonitorResult& result);
   void ApplySettings(Track& track);
-  void FillPulls(v1::Verdict& verdict, const Expectation& expected) const;
-  std::optional<v1::Alarm> UpdateAlarm(Track& track, const v1::Verdict& verdict,
-                                       std::int64_t now_unix_ns) const;
+  void FillPulls(v1::Verdict& verdict, const TemplateModel& model, std::int64_t run) const;
+  void UpdateAlarm(Track& track, const v1::Verdict& verdict, std::int64_t now_unix_ns,
+                   Reused<v1::Alarm>& out);
+  void FillAlarm(const Track& track, std::int64_t now_unix_ns, v1::Alarm& alarm) const;
   v1::Alarm AlarmMessage(const Track& track, std::int64_t now_unix_ns) const;
+  // Whether an alarm change may be logged: at most kAlarmLinesPerSecond in one second; those
+  // left out are counted, and the count logged by FlushAlarmLog.
+  bool AlarmLineAllowed(std::int64_t now_unix_ns);
   using AlarmAction = ActionResult (*)(AlarmRecord&, std::int64_t, std::int64_t);
   CommandOutcome ApplyAlarmAction(const std::string& histogram, std::string_view what,
                                   AlarmAction action, std::int64_t until_unix_s, const Actor& who,
                                   std::int64_t now_unix_ns);
-  std::optional<v1::RunSummary> Tally(const std::string& name, std::uint64_t run, double s,
+  std::optional<v1::RunSummary> Tally(Track& track, std::uint64_t run, double s,
                                       v1::Severity severity, std::int64_t now_unix_ns);
   v1::RunSummary Summarise(std::uint64_t run, const RunTally& tally, std::int64_t now_unix_ns);
 
   SettingsResolver& settings_;
   LearnedHook learned_hook_;
   std::uint64_t generation_ = 1;
-  std::map<std::string, std::unique_ptr<Track>, std::less<>> tracks_;
+  std::map<std::string, std::unique_ptr<Track>, std::less<>> tracks_;  // in name order
+  // The same tracks by hash of the name (the keys view tracks_'s), for the per-message lookup.
+  std::unordered_map<std::string_view, Track*> index_;
 
   // Runs whose summary is pending, the histograms of the last summarised run (whose finals
-  // complete the next one), and the last run summarised (later finals of it are not counted).
+  // complete the next one; Track::in_previous_run), and the last run summarised (later finals
+  // of it are not counted).
   std::map<std::uint64_t, RunTally> tallies_;
-  std::set<std::string, std::less<>> previous_run_histograms_;
+  std::vector<Track*> previous_run_;
   std::uint64_t last_summarised_run_ = 0;
 
+  // Alarm lines logged in the current second, and those left out.
+  std::int64_t alarm_log_second_ = 0;
+  std::uint32_t alarm_lines_ = 0;
+  std::uint64_t alarm_lines_skipped_ = 0;
+
   // Reused buffers of the hot path.
+  MonitorResult result_;
   v1::Histogram parsed_;
   Observation obs_;
   std::vector<double> pulls_;
   mutable Expectation expected_;
 };
+
+// At most this many alarm changes are logged per second (every one is published on the bus);
+// an alarm storm over thousands of histograms would otherwise be a log line per verdict.
+inline constexpr std::uint32_t kAlarmLinesPerSecond = 100;
 
 // How a method other than "ewma" is kept in snapshots, registered next to its factory: `save`
 // writes the model's state into the histogram's state; `load` rebuilds it for `bins` bins, or

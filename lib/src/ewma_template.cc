@@ -49,22 +49,37 @@ void UniformStart(const EwmaState& state, double& mu, double& var) {
 
 }  // namespace
 
+namespace {
+
+void ExpectBin(const EwmaState& state, std::size_t b, double& mu, double& sigma_mu) {
+  const double w = state.weight[b];
+  if (w > 0.0) {
+    mu = state.sum_mu[b] / w;
+    sigma_mu = std::sqrt(state.sum_sigma[b] / w);
+  } else {
+    double var;
+    UniformStart(state, mu, var);
+    sigma_mu = std::sqrt(var);
+  }
+}
+
+}  // namespace
+
 void ExpectationOf(const EwmaState& state, Expectation& out) {
   const std::size_t bins = state.bins();
   out.mu.resize(bins);
   out.sigma_mu.resize(bins);
   out.integral = state.integral;
   for (std::size_t b = 0; b < bins; ++b) {
-    const double w = state.weight[b];
-    if (w > 0.0) {
-      out.mu[b] = state.sum_mu[b] / w;
-      out.sigma_mu[b] = std::sqrt(state.sum_sigma[b] / w);
-    } else {
-      double mu, var;
-      UniformStart(state, mu, var);
-      out.mu[b] = mu;
-      out.sigma_mu[b] = std::sqrt(var);
-    }
+    ExpectBin(state, b, out.mu[b], out.sigma_mu[b]);
+  }
+}
+
+void ExpectationAt(const EwmaState& state, std::span<const std::uint32_t> bins,
+                   std::span<double> mu, std::span<double> sigma_mu) {
+  assert(mu.size() >= bins.size() && sigma_mu.size() >= bins.size());
+  for (std::size_t i = 0; i < bins.size(); ++i) {
+    ExpectBin(state, bins[i], mu[i], sigma_mu[i]);
   }
 }
 

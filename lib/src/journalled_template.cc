@@ -33,8 +33,8 @@ JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> base,
                                        std::deque<JournalEntry> journal, std::size_t journal_runs)
     : base_(std::move(base)),
       model_(std::move(current)),
-      journal_(std::move(journal)),
       journal_runs_(journal_runs) {
+  if (!journal.empty()) journal_ = std::move(journal);
   if (journal_runs_ > 0 && !base_) base_ = model_->Clone();
   set_journal_runs(journal_runs);
 }
@@ -55,8 +55,16 @@ JournalledTemplate::Outcome JournalledTemplate::ScoreFinal(std::int64_t run,
                                                            const Observation& obs, Label label,
                                                            const LearningPolicy& policy,
                                                            std::span<double> pulls) {
+  return LearnFinal(run, counts, obs, label, policy, model_->ScoreRun(run, obs, pulls));
+}
+
+JournalledTemplate::Outcome JournalledTemplate::LearnFinal(std::int64_t run,
+                                                           std::span<const double> counts,
+                                                           const Observation& obs, Label label,
+                                                           const LearningPolicy& policy,
+                                                           const Score& score) {
   Outcome out;
-  out.score = model_->ScoreRun(run, obs, pulls);
+  out.score = score;
   out.learned = Accepts(policy, label, out.score, obs.integral, model_->learned_runs());
   if (out.learned) out.learned = model_->Learn(run, obs);
 
@@ -64,39 +72,45 @@ JournalledTemplate::Outcome JournalledTemplate::ScoreFinal(std::int64_t run,
   // A full journal folds its oldest entry first and hands its buffer to the new one: the base
   // state does not depend on the new run, and the hot path allocates nothing.
   std::vector<double> buffer;
-  while (journal_.size() >= journal_runs_) buffer = FoldOldest();
+  if (!journal_) journal_.emplace();
+  while (journal_->size() >= journal_runs_) buffer = FoldOldest();
   buffer.assign(counts.begin(), counts.end());
-  journal_.push_back({run, label, std::move(buffer), out.learned});
+  journal_->push_back({run, label, std::move(buffer), out.learned});
   return out;
 }
 
+const std::deque<JournalEntry>& JournalledTemplate::journal() const {
+  static const std::deque<JournalEntry> kNone;
+  return journal_ ? *journal_ : kNone;
+}
+
 std::vector<double> JournalledTemplate::FoldOldest() {
-  JournalEntry& oldest = journal_.front();
+  JournalEntry& oldest = journal_->front();
   if (oldest.learned) {
     thread_local Observation obs;  // reused: no allocation per fold, no memory per template
     Normalise(oldest.counts, obs);
     base_->Learn(oldest.run, obs);
   }
   std::vector<double> counts = std::move(oldest.counts);
-  journal_.pop_front();
+  journal_->pop_front();
   return counts;
 }
 
 std::optional<std::string> JournalledTemplate::SetLabel(std::int64_t run, Label label,
                                                         const LearningPolicy& policy) {
   if (label == Label::kUnknown) return "label must be good or bad";
-  if (journal_.empty()) {
+  if (journal().empty()) {
     return journal_runs_ == 0 ? "this template keeps no journal (journal_runs is 0)"
                               : "no final run has been journalled yet";
   }
-  if (run < journal_.front().run) {
+  if (run < journal_->front().run) {
     return "run " + std::to_string(run) + " is older than the journal (oldest run kept " +
-           std::to_string(journal_.front().run) + ", journal_runs " +
+           std::to_string(journal_->front().run) + ", journal_runs " +
            std::to_string(journal_runs_) + ")";
   }
-  auto entry = std::find_if(journal_.begin(), journal_.end(),
+  auto entry = std::find_if(journal_->begin(), journal_->end(),
                             [run](const JournalEntry& e) { return e.run == run; });
-  if (entry == journal_.end()) {
+  if (entry == journal_->end()) {
     return "run " + std::to_string(run) + " was never seen as a final run of this histogram";
   }
 
@@ -115,7 +129,7 @@ void JournalledTemplate::ReplayJournal(const LearningPolicy& policy) {
   model_ = base_->Clone();
   Observation obs;
   std::vector<double> pulls;
-  for (JournalEntry& e : journal_) {
+  for (JournalEntry& e : *journal_) {
     Normalise(e.counts, obs);
     pulls.resize(obs.bins());
     const Score score = model_->ScoreRun(e.run, obs, pulls);
@@ -127,12 +141,12 @@ void JournalledTemplate::ReplayJournal(const LearningPolicy& policy) {
 void JournalledTemplate::set_journal_runs(std::size_t journal_runs) {
   journal_runs_ = journal_runs;
   if (journal_runs_ == 0) {
-    journal_.clear();
+    journal_.reset();
     base_.reset();
     return;
   }
   if (!base_) base_ = model_->Clone();
-  while (journal_.size() > journal_runs_) FoldOldest();
+  while (journal_ && journal_->size() > journal_runs_) FoldOldest();
 }
 
 }  // namespace dinamo

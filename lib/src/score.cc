@@ -3,9 +3,72 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
+#include <limits>
+#include <numeric>
 #include <random>
+#include <utility>
+#include <vector>
+
+#include "hot_path.h"
 
 namespace dinamo {
+
+namespace {
+
+// Up to this many largest pulls are found by repeated maximum searches (two vectorised passes
+// over the bins each, no data-dependent branch per bin); more by a partial sort.
+constexpr std::size_t kSearchedPulls = 8;
+
+// |pull| with NaN as -1, so that it ranks below every number; a bin already taken is -inf.
+double Magnitude(double pull) {
+  const double m = std::abs(pull);
+  return m == m ? m : -1.0;
+}
+
+}  // namespace
+
+DINAMO_HOT_PATH std::size_t LargestPulls(std::span<const double> pulls,
+                                         std::span<std::uint32_t> top) {
+  const std::size_t bins = pulls.size();
+  const std::size_t n = std::min(top.size(), bins);
+  if (n == 0) {
+    return 0;
+  }
+  thread_local std::vector<double> magnitude_buffer;  // reused: nothing allocated per call
+  magnitude_buffer.resize(bins);
+  double* magnitude = magnitude_buffer.data();
+#pragma omp simd
+  for (std::size_t b = 0; b < bins; ++b) {
+    magnitude[b] = Magnitude(pulls[b]);
+  }
+
+  if (n > kSearchedPulls) {
+    thread_local std::vector<std::uint32_t> order;
+    order.resize(bins);
+    std::iota(order.begin(), order.end(), 0U);
+    std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(n), order.end(),
+                      [magnitude](std::uint32_t a, std::uint32_t b) {
+                        return magnitude[a] > magnitude[b] ||
+                               (magnitude[a] == magnitude[b] && a < b);
+                      });
+    std::copy_n(order.begin(), n, top.begin());
+    return n;
+  }
+
+  // The first bin holding the maximum is the lowest among equals.
+  constexpr double kTaken = -std::numeric_limits<double>::infinity();
+  for (std::size_t i = 0; i < n; ++i) {
+    double largest = kTaken;
+#pragma omp simd reduction(max : largest)
+    for (std::size_t b = 0; b < bins; ++b) {
+      largest = magnitude[b] > largest ? magnitude[b] : largest;
+    }
+    const double* at = std::find(magnitude, magnitude + bins, largest);
+    top[i] = static_cast<std::uint32_t>(at - magnitude);
+    magnitude[at - magnitude] = kTaken;
+  }
+  return n;
+}
 
 double LogReducedChi2(double chi2, std::size_t bins) {
   return std::log(chi2 / static_cast<double>(bins));

@@ -9,4 +9,14 @@ Score TemplateModel::ScoreRun(std::int64_t run, const Observation& obs,
   return ScoreObservation(obs, expected, pulls);
 }
 
+void TemplateModel::ExpectBins(std::int64_t run, std::span<const std::uint32_t> bins,
+                               std::span<double> mu, std::span<double> sigma_mu) const {
+  thread_local Expectation expected;  // a model's Expect may be a forward pass: one per call
+  Expect(run, expected);
+  for (std::size_t i = 0; i < bins.size(); ++i) {
+    mu[i] = expected.mu[bins[i]];
+    sigma_mu[i] = expected.sigma_mu[bins[i]];
+  }
+}
+
 }  // namespace dinamo

@@ -11,6 +11,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "dinamo/run_table.h"
 
@@ -126,7 +128,9 @@ TEST_F(MonitorTest, ValidHistogramGivesAVerdictWithTopPulls) {
   for (double p : view->last_pulls()) {
     largest = std::max(largest, std::abs(p));
   }
-  EXPECT_EQ(std::abs(r.verdict->pulls(0).pull()), largest);
+  // get_template keeps the last pulls in single precision.
+  EXPECT_FLOAT_EQ(static_cast<float>(std::abs(r.verdict->pulls(0).pull())),
+                  static_cast<float>(largest));
   for (int i = 1; i < 5; ++i) {
     EXPECT_GE(std::abs(r.verdict->pulls(i - 1).pull()), std::abs(r.verdict->pulls(i).pull()));
   }
@@ -278,6 +282,50 @@ TEST_F(MonitorTest, EmptyHistogramIsScoredButDoesNotTeach) {
   ASSERT_TRUE(r.verdict);
   EXPECT_EQ(r.verdict->severity(), v1::SEVERITY_UNDEFINED);
   EXPECT_EQ(Learned("A/h"), 0u);
+}
+
+// Counts the lines of a log that contain `needle`.
+std::size_t LinesWith(const std::string& log, const std::string& needle) {
+  std::istringstream in(log);
+  std::size_t n = 0;
+  for (std::string line; std::getline(in, line);) {
+    n += line.find(needle) != std::string::npos;
+  }
+  return n;
+}
+
+TEST_F(MonitorTest, AnAlarmStormIsLoggedAtMostAHundredLinesASecondAndCounted) {
+  Configure("  warmup_runs: 0\n  auto_accept: never\n  threshold: 1.0\n");
+  std::ostringstream log;
+  const auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "capture", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
+
+  constexpr std::int64_t kSecond = 1'000'000'000;
+  constexpr std::int64_t kNow = 1'700'000'000 * kSecond;
+  constexpr int kHistograms = 250;
+  int changes = 0;
+  int raised = 0;
+  for (int i = 0; i < kHistograms; ++i) {
+    const std::string name = "Storm/h" + std::to_string(i);
+    for (std::uint64_t run = 1; run <= 5; ++run) {
+      changes += SendAt(Hist(name, run, Bell(), v1::LABEL_GOOD), kNow).alarm.has_value();
+    }
+    const MonitorResult r = SendAt(Hist(name, 6, Bell(6.0)), kNow + 1);
+    changes += r.alarm.has_value();
+    raised += r.alarm && r.alarm->event() == v1::ALARM_EVENT_RAISED;
+  }
+  const std::size_t lines_in_the_second = LinesWith(log.str(), "] alarm ");
+  monitor_.FlushAlarmLog(kNow + kSecond);
+  const std::string after = log.str();
+  spdlog::set_default_logger(previous);
+
+  EXPECT_EQ(raised, kHistograms);  // every change is still published
+  ASSERT_GT(changes, static_cast<int>(kAlarmLinesPerSecond));
+  EXPECT_EQ(lines_in_the_second, kAlarmLinesPerSecond);
+  const std::string count =
+      "alarm changes not logged=" + std::to_string(changes - kAlarmLinesPerSecond) + " ";
+  EXPECT_EQ(LinesWith(after, count), 1u) << after.substr(after.size() - 300);
 }
 
 TEST_F(MonitorTest, AlarmIsRaisedOnceAndLatchedWhenNormalAgainUnacknowledged) {

@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <limits>
+#include <numeric>
+#include <random>
 #include <vector>
 
 #include "dinamo/ewma_template.h"
@@ -111,3 +116,61 @@ TEST(ScoreDebiased, WithoutTemplateIntegralFallsBackToPlainScore) {
 
 }  // namespace
 }  // namespace dinamo
+
+namespace {
+
+// The definition LargestPulls must agree with: every bin ranked by |pull| (NaN last), the
+// lower bin first among equals.
+std::vector<std::uint32_t> LargestPullsByFullSort(const std::vector<double>& pulls,
+                                                  std::size_t n) {
+  std::vector<std::uint32_t> bins(pulls.size());
+  std::iota(bins.begin(), bins.end(), 0U);
+  auto magnitude = [&](std::uint32_t b) {
+    return std::isnan(pulls[b]) ? -1.0 : std::abs(pulls[b]);
+  };
+  std::stable_sort(bins.begin(), bins.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return magnitude(a) > magnitude(b);
+  });
+  bins.resize(std::min(n, bins.size()));
+  return bins;
+}
+
+std::vector<std::uint32_t> Largest(const std::vector<double>& pulls, std::size_t n) {
+  std::vector<std::uint32_t> top(n, 999999U);
+  top.resize(dinamo::LargestPulls(pulls, top));
+  return top;
+}
+
+}  // namespace
+
+TEST(LargestPulls, AgreeWithAFullSortOnRandomShapedAndTiedPulls) {
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> gauss(0.0, 2.0);
+  std::uniform_int_distribution<int> coarse(-3, 3);
+  for (int trial = 0; trial < 2000; ++trial) {
+    const std::size_t bins = 1 + trial % 203;
+    std::vector<double> pulls(bins);
+    for (std::size_t b = 0; b < bins; ++b) {
+      switch (trial % 5) {
+        case 0: pulls[b] = gauss(rng); break;
+        case 1: pulls[b] = static_cast<double>(coarse(rng)); break;  // many ties
+        case 2: pulls[b] = static_cast<double>(b); break;            // rising
+        case 3: pulls[b] = -static_cast<double>(bins - b); break;    // falling, negative
+        default: pulls[b] = std::sin(0.1 * static_cast<double>(b)) * 10.0; break;
+      }
+    }
+    if (trial % 7 == 0) pulls[trial % bins] = std::nan("");
+    if (trial % 11 == 0) pulls[(trial / 11) % bins] = -std::numeric_limits<double>::infinity();
+    for (std::size_t n : {1, 5, 9, 70}) {
+      ASSERT_EQ(Largest(pulls, n), LargestPullsByFullSort(pulls, n))
+          << "trial " << trial << " bins " << bins << " n " << n;
+    }
+  }
+}
+
+TEST(LargestPulls, AllNanAndEmptyInputs) {
+  EXPECT_TRUE(Largest({}, 5).empty());
+  const std::vector<double> nans(4, std::nan(""));
+  EXPECT_EQ(Largest(nans, 5), (std::vector<std::uint32_t>{0, 1, 2, 3}));
+  EXPECT_EQ(Largest({1.0, -4.0, 2.0}, 0), std::vector<std::uint32_t>{});
+}

@@ -33,6 +33,10 @@ EwmaState InitialEwmaState(std::size_t bins, double alpha);
 // learned and the weights stay zero; the template is then the uniform starting one.
 void ExpectationOf(const EwmaState& state, Expectation& out);
 
+// The same numbers for the listed bins only (a verdict reports a few bins).
+void ExpectationAt(const EwmaState& state, std::span<const std::uint32_t> bins,
+                   std::span<double> mu, std::span<double> sigma_mu);
+
 // Scores `obs` against the template straight from its sums, without materialising an
 // Expectation: the hot path of the daemon. Same numbers as ScoreObservation(ExpectationOf()).
 Score ScoreEwma(const EwmaState& state, const Observation& obs, std::span<double> pulls);

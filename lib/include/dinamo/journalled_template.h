@@ -73,6 +73,11 @@ class JournalledTemplate {
   Outcome ScoreFinal(std::int64_t run, std::span<const double> counts, const Observation& obs,
                      Label label, const LearningPolicy& policy, std::span<double> pulls);
 
+  // The second half of ScoreFinal, for a caller that scored the run itself with model() (to
+  // read the template before it learns): journals the run and learns from it if accepted.
+  Outcome LearnFinal(std::int64_t run, std::span<const double> counts, const Observation& obs,
+                     Label label, const LearningPolicy& policy, const Score& score);
+
   // Applies a label that arrived late. Returns why it was refused (run older than the journal,
   // run never seen, label not good or bad), or nothing when it was applied. Giving a run the
   // label it already has changes nothing; a different label replaces the earlier one.
@@ -81,7 +86,7 @@ class JournalledTemplate {
   const TemplateModel& model() const { return *model_; }
   TemplateModel& mutable_model() { return *model_; }
   const TemplateModel* base() const { return base_.get(); }
-  const std::deque<JournalEntry>& journal() const { return journal_; }
+  const std::deque<JournalEntry>& journal() const;
   std::size_t journal_runs() const { return journal_runs_; }
 
   // Changes the journal length (a reload); entries beyond the new length are folded into the
@@ -95,7 +100,9 @@ class JournalledTemplate {
 
   std::unique_ptr<TemplateModel> base_;   // state before journal_.front(); null without journal
   std::unique_ptr<TemplateModel> model_;  // current state
-  std::deque<JournalEntry> journal_;
+  // Built on the first journalled run: an empty std::deque already holds about 600 bytes, more
+  // than a whole template without journal should cost.
+  std::optional<std::deque<JournalEntry>> journal_;
   std::size_t journal_runs_;
 };
 

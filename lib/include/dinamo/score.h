@@ -46,6 +46,10 @@ struct Debiasing {
 Score ScoreDebiased(const Observation& obs, const Expectation& expected,
                     const Debiasing& debiasing, std::span<double> pulls);
 
+// The bins of the top.size() largest |pull|, largest first; NaN pulls rank last and the lower
+// bin comes first among equals. Returns how many were written (fewer when there are fewer bins).
+std::size_t LargestPulls(std::span<const double> pulls, std::span<std::uint32_t> top);
+
 // ln(chi2 / bins) with the conventions above.
 double LogReducedChi2(double chi2, std::size_t bins);
 

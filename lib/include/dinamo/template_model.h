@@ -25,6 +25,11 @@ class TemplateModel {
   // The template for run `run` (a time index: runs increase), before learning from it.
   virtual void Expect(std::int64_t run, Expectation& out) const = 0;
 
+  // The same template in the listed bins only (mu, sigma_mu: one value per listed bin), for a
+  // verdict's few largest pulls. By default through Expect.
+  virtual void ExpectBins(std::int64_t run, std::span<const std::uint32_t> bins,
+                          std::span<double> mu, std::span<double> sigma_mu) const;
+
   // Scores `obs` taken at run `run`; one pull per bin into `pulls`.
   virtual Score ScoreRun(std::int64_t run, const Observation& obs, std::span<double> pulls) const;
 
@@ -47,6 +52,10 @@ class EwmaModel final : public TemplateModel {
   std::string_view method() const override { return "ewma"; }
   std::size_t bins() const override { return state_.bins(); }
   void Expect(std::int64_t, Expectation& out) const override { ExpectationOf(state_, out); }
+  void ExpectBins(std::int64_t, std::span<const std::uint32_t> bins, std::span<double> mu,
+                  std::span<double> sigma_mu) const override {
+    ExpectationAt(state_, bins, mu, sigma_mu);
+  }
   Score ScoreRun(std::int64_t, const Observation& obs, std::span<double> pulls) const override {
     return ScoreEwma(state_, obs, pulls);
   }
