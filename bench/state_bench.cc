@@ -41,6 +41,7 @@ struct Options {
   std::size_t runs = 4;
   std::size_t journal_runs = 0;
   std::string snapshot_dir;
+  std::size_t repeats = 1;  // snapshot writes and restores; medians are reported
 };
 
 bool ParseOptions(int argc, char** argv, Options& o) {
@@ -60,11 +61,18 @@ bool ParseOptions(int argc, char** argv, Options& o) {
       o.journal_runs = std::strtoul(v, nullptr, 10);
     } else if (a == "--snapshot-dir") {
       o.snapshot_dir = v;
+    } else if (a == "--repeats") {
+      o.repeats = std::max(1UL, std::strtoul(v, nullptr, 10));
     } else {
       return false;
     }
   }
   return o.histograms > 0 && o.bins > 0 && o.runs > 0;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 == 1 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
 }
 
 std::size_t ResidentBytes() {
@@ -97,7 +105,7 @@ int main(int argc, char** argv) {
   if (!ParseOptions(argc, argv, o)) {
     std::fprintf(stderr,
                  "usage: state_bench [--histograms N] [--bins B] [--runs R] [--journal-runs J] "
-                 "[--snapshot-dir DIR]\n");
+                 "[--snapshot-dir DIR [--repeats K]]\n");
     return 2;
   }
   spdlog::set_level(spdlog::level::warn);
@@ -158,35 +166,43 @@ int main(int argc, char** argv) {
       o.histograms, o.bins, o.runs, o.journal_runs, static_cast<unsigned long long>(verdicts),
       monitor->templates(), feed_ms, before, after, per_template);
 
+  // Write and restore K times (the disk and the page cache of a shared machine vary a lot from
+  // one try to the next): the medians are reported, and every try is checked.
   if (!o.snapshot_dir.empty()) {
     std::filesystem::create_directories(o.snapshot_dir);
     daemon::SnapshotStore store(o.snapshot_dir);
-    const auto write_start = Clock::now();
-    v1::Snapshot snapshot;
-    snapshot.set_format_version(daemon::kSnapshotFormatVersion);
-    monitor->SaveTo(snapshot);
-    const auto error = store.Write(snapshot);
-    const double write_ms = Ms(Clock::now() - write_start);
-    if (error) {
-      std::fprintf(stderr, "snapshot not written: %s\n", error->c_str());
-      return 1;
-    }
-    snapshot.Clear();
-    const auto file_bytes = std::filesystem::file_size(store.current_path());
+    std::vector<double> write_ms;
+    std::vector<double> restore_ms;
+    for (std::size_t k = 0; k < o.repeats; ++k) {
+      const auto write_start = Clock::now();
+      v1::Snapshot snapshot;
+      snapshot.set_format_version(daemon::kSnapshotFormatVersion);
+      monitor->SaveTo(snapshot);
+      const auto error = store.Write(snapshot);
+      write_ms.push_back(Ms(Clock::now() - write_start));
+      if (error) {
+        std::fprintf(stderr, "snapshot not written: %s\n", error->c_str());
+        return 1;
+      }
 
-    daemon::Monitor restored(settings);
-    daemon::SnapshotStore reader(o.snapshot_dir);
-    int problems = 0;
-    const auto restore_start = Clock::now();
-    auto loaded = reader.Load(
-        problems, [&restored](const v1::Snapshot& s) { return restored.RestoreFrom(s); });
-    const double restore_ms = Ms(Clock::now() - restore_start);
-    if (!loaded || restored.templates() != monitor->templates()) {
-      std::fprintf(stderr, "snapshot not restored (problems=%d)\n", problems);
-      return 1;
+      daemon::Monitor restored(settings);
+      daemon::SnapshotStore reader(o.snapshot_dir);
+      int problems = 0;
+      const auto restore_start = Clock::now();
+      auto loaded = reader.Load(
+          problems, [&restored](const v1::Snapshot& s) { return restored.RestoreFrom(s); });
+      restore_ms.push_back(Ms(Clock::now() - restore_start));
+      if (!loaded || restored.templates() != monitor->templates()) {
+        std::fprintf(stderr, "snapshot not restored (problems=%d)\n", problems);
+        return 1;
+      }
     }
-    std::printf(", \"snapshot_bytes\": %ju, \"write_ms\": %.1f, \"restore_ms\": %.1f",
-                static_cast<std::uintmax_t>(file_bytes), write_ms, restore_ms);
+    const auto file_bytes = std::filesystem::file_size(store.current_path());
+    std::printf(", \"snapshot_bytes\": %ju, \"repeats\": %zu, \"write_ms\": %.1f, "
+                "\"restore_ms\": %.1f, \"restore_ms_min\": %.1f, \"restore_ms_max\": %.1f",
+                static_cast<std::uintmax_t>(file_bytes), o.repeats, Median(write_ms),
+                Median(restore_ms), *std::min_element(restore_ms.begin(), restore_ms.end()),
+                *std::max_element(restore_ms.begin(), restore_ms.end()));
   }
   std::printf("}\n");
   return 0;

@@ -180,7 +180,7 @@ void Daemon::Restore() {
     }
     return;
   }
-  sequence_ = loaded->snapshot.last_sequence();
+  sequence_ = loaded->snapshot->last_sequence();
   spdlog::info("snapshot restored file={} templates={} last_sequence={}", loaded->file,
                monitor_.templates(), sequence_);
 }

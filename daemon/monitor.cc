@@ -946,7 +946,7 @@ void Monitor::SaveTo(v1::Snapshot& snapshot) const {
     }
     hs->set_last_final_run(track->last_final_run);
     hs->set_last_run(track->last_run);
-    hs->mutable_last_pulls()->Add(track->last_pulls.begin(), track->last_pulls.end());
+    hs->mutable_last_pulls_single()->Add(track->last_pulls.begin(), track->last_pulls.end());
 
     v1::AlarmRecord* alarm = hs->mutable_alarm();
     SaveAlarm(track->alarm, *alarm);
@@ -1041,7 +1041,11 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
                                                        std::move(journal), journal_runs);
     track->last_final_run = hs.last_final_run();
     track->last_run = hs.last_run();
-    track->last_pulls.assign(hs.last_pulls().begin(), hs.last_pulls().end());
+    if (hs.last_pulls_single_size() > 0) {
+      track->last_pulls.assign(hs.last_pulls_single().begin(), hs.last_pulls_single().end());
+    } else {
+      track->last_pulls.assign(hs.last_pulls().begin(), hs.last_pulls().end());
+    }
     if (auto why = LoadAlarm(hs.alarm(), track->alarm)) {
       return where + *why;
     }

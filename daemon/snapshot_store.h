@@ -7,8 +7,10 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dinamo/v1/state.pb.h"
@@ -18,12 +20,15 @@ namespace dinamo::daemon {
 inline constexpr std::uint32_t kSnapshotFormatVersion = 1;
 
 // Frames a serialised snapshot (header + payload) and checks such a frame.
-std::string EncodeSnapshotFile(const std::string& payload);
-// The payload, or nothing with `why` set ("checksum mismatch", "truncated: ...").
-std::optional<std::string> DecodeSnapshotFile(const std::string& bytes, std::string& why);
+std::string EncodeSnapshotFile(std::string_view payload);
+// The payload (a view into `bytes`), or nothing with `why` set ("checksum mismatch",
+// "truncated: ...").
+std::optional<std::string_view> DecodeSnapshotFile(std::string_view bytes, std::string& why);
 
 struct LoadedSnapshot {
-  v1::Snapshot snapshot;
+  // Parsed on an arena (100 000 templates are a few hundred thousand messages): freeing it is
+  // one call, not one per message.
+  std::shared_ptr<const v1::Snapshot> snapshot;
   std::string file;  // which generation it came from
 };
 
@@ -47,7 +52,8 @@ class SnapshotStore {
   std::optional<std::string> Write(const v1::Snapshot& snapshot);
 
  private:
-  std::optional<v1::Snapshot> ReadOne(const std::string& path, bool& existed, std::string& why);
+  std::shared_ptr<const v1::Snapshot> ReadOne(const std::string& path, bool& existed,
+                                              std::string& why);
 
   std::string directory_;
   std::string current_;

@@ -369,6 +369,30 @@ TEST_F(MonitorTest, ReloadedThresholdAppliesToTheNextMessageAndKeepsTheTemplate)
   EXPECT_EQ(Learned("A/h"), 2u);
 }
 
+TEST_F(MonitorTest, SnapshotWithLastPullsInDoublePrecisionStillRestores) {
+  for (std::uint64_t run = 1; run <= 3; ++run) {
+    Send(Hist("A/h", run, Bell(0.1 * static_cast<double>(run))));
+  }
+  v1::Snapshot snapshot;
+  monitor_.SaveTo(snapshot);
+  ASSERT_EQ(snapshot.histograms_size(), 1);
+  v1::HistogramState& hs = *snapshot.mutable_histograms(0);
+  ASSERT_EQ(hs.last_pulls_single_size(), 20);
+  for (float p : hs.last_pulls_single()) {
+    hs.add_last_pulls(p);  // as snapshots before last_pulls_single kept them
+  }
+  hs.clear_last_pulls_single();
+
+  Monitor restored(resolver_);
+  ASSERT_FALSE(restored.RestoreFrom(snapshot));
+  const auto before = monitor_.Template("A/h");
+  const auto after = restored.Template("A/h");
+  ASSERT_EQ(after->last_pulls_size(), 20);
+  for (int b = 0; b < 20; ++b) {
+    EXPECT_EQ(after->last_pulls(b), before->last_pulls(b)) << b;
+  }
+}
+
 TEST_F(MonitorTest, SnapshotRoundTripContinuesExactly) {
   for (std::uint64_t run = 1; run <= 30; ++run) {
     Send(Hist("A/h", run, Bell(0.1 * static_cast<double>(run % 5))));

@@ -54,7 +54,7 @@ TEST_F(SnapshotStoreTest, WrittenSnapshotLoadsBackEqual) {
   ASSERT_TRUE(loaded);
   EXPECT_EQ(problems, 0);
   EXPECT_EQ(loaded->file, store.current_path());
-  EXPECT_EQ(loaded->snapshot.SerializeAsString(), Make(7).SerializeAsString());
+  EXPECT_EQ(loaded->snapshot->SerializeAsString(), Make(7).SerializeAsString());
   EXPECT_FALSE(std::filesystem::exists(dir_ / "snapshot.pb.tmp"));
 }
 
@@ -64,7 +64,7 @@ TEST_F(SnapshotStoreTest, TwoGenerationsAreKept) {
   ASSERT_FALSE(store.Write(Make(2)));
   EXPECT_TRUE(std::filesystem::exists(store.previous_path()));
   int problems = 0;
-  EXPECT_EQ(SnapshotStore(dir_.string()).Load(problems)->snapshot.last_sequence(), 2u);
+  EXPECT_EQ(SnapshotStore(dir_.string()).Load(problems)->snapshot->last_sequence(), 2u);
 }
 
 TEST_F(SnapshotStoreTest, CorruptNewestFallsBackToThePrevious) {
@@ -80,13 +80,14 @@ TEST_F(SnapshotStoreTest, CorruptNewestFallsBackToThePrevious) {
   ASSERT_TRUE(loaded);
   EXPECT_EQ(problems, 1);
   EXPECT_EQ(loaded->file, store.previous_path());
-  EXPECT_EQ(loaded->snapshot.last_sequence(), 1u);
+  EXPECT_EQ(loaded->snapshot->last_sequence(), 1u);
 
   // The damaged file is not rotated over the good one on the next write.
   ASSERT_FALSE(reader.Write(Make(3)));
-  EXPECT_EQ(SnapshotStore(dir_.string()).Load(problems)->snapshot.last_sequence(), 3u);
+  EXPECT_EQ(SnapshotStore(dir_.string()).Load(problems)->snapshot->last_sequence(), 3u);
   std::string why;
-  const auto prev = DecodeSnapshotFile(Read(store.previous_path()), why);
+  const std::string previous = Read(store.previous_path());
+  const auto prev = DecodeSnapshotFile(previous, why);
   ASSERT_TRUE(prev) << why;
 }
 
@@ -100,7 +101,7 @@ TEST_F(SnapshotStoreTest, SnapshotTheCallerRefusesFallsBackToThePrevious) {
   });
   ASSERT_TRUE(loaded);
   EXPECT_EQ(problems, 1);
-  EXPECT_EQ(loaded->snapshot.last_sequence(), 1u);
+  EXPECT_EQ(loaded->snapshot->last_sequence(), 1u);
 }
 
 TEST_F(SnapshotStoreTest, TruncatedFileIsRefused) {
