@@ -5,12 +5,14 @@
 //       one at which send waits for the subscriber, as dinamo-sim --send-hwm; linger 10 s) and
 //       publishes 100-bin histograms as dinamo-sim does: the message is filled and serialised
 //       for every send, topic and body frames.
-//   zmq_pair sub ENDPOINT [--seconds S] [--idle-s I] [--verdicts]
+//   zmq_pair sub ENDPOINT [--seconds S] [--idle-s I] [--verdicts | --latency]
 //       connects a SUB socket with dinamod's input settings (receive HWM 100 000) and counts
 //       what arrives until S seconds after the first message or I seconds without one. With
 //       --verdicts it subscribes to dinamod's output, parses every verdict and reports the
 //       gaps in the output and input sequence numbers and the latency from publication
-//       (histogram_time_unix_ns) to reception, on the one clock of this machine.
+//       (histogram_time_unix_ns) to reception, on the one clock of this machine. With
+//       --latency it parses the histograms themselves and reports the latency from their
+//       time_unix_ns: the bare bus's share of the daemon's publication -> verdict latency.
 //
 // Both print one JSON line on stdout at the end (SIGINT or SIGTERM end them early, cleanly).
 
@@ -48,6 +50,7 @@ struct Options {
   std::size_t bins = 100;
   std::size_t histograms = 1000;
   bool verdicts = false;
+  bool latency = false;
   int send_hwm = 0;
 };
 
@@ -62,7 +65,7 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 int Usage() {
   std::fprintf(stderr,
                "usage: zmq_pair pub|sub ENDPOINT [--seconds S] [--idle-s I] [--rate R] "
-               "[--bins B] [--histograms H] [--wait-s W] [--send-hwm N] [--verdicts]\n");
+               "[--bins B] [--histograms H] [--wait-s W] [--send-hwm N] [--verdicts | --latency]\n");
   return 2;
 }
 
@@ -77,6 +80,8 @@ bool ParseOptions(int argc, char** argv, Options& o) {
     const bool has_value = i + 1 < argc;
     if (a == "--verdicts") {
       o.verdicts = true;
+    } else if (a == "--latency") {
+      o.latency = true;
     } else if (a == "--seconds" && has_value) {
       o.seconds = std::atof(argv[++i]);
     } else if (a == "--idle-s" && has_value) {
@@ -287,6 +292,11 @@ int Subscribe(const Options& o) {
       const std::uint64_t verdicts = t.verdicts;
       if (o.verdicts) {
         Account(frames[0], frames[1], t);
+      } else if (o.latency) {
+        dinamo::v1::Histogram h;
+        if (h.ParseFromArray(frames[1].data(), static_cast<int>(frames[1].size()))) {
+          t.latency_us.push_back(static_cast<double>(NowUnixNs() - h.time_unix_ns()) / 1e3);
+        }
       }
       if (!o.verdicts || t.verdicts != verdicts) {
         last = Clock::now();
@@ -300,6 +310,11 @@ int Subscribe(const Options& o) {
   std::printf("{\"received\": %llu, \"seconds\": %.3f, \"rate\": %.1f",
               static_cast<unsigned long long>(t.received), span,
               span > 0 ? static_cast<double>(t.received) / span : 0.0);
+  if (o.latency) {
+    std::printf(", \"p50_us\": %.1f, \"p99_us\": %.1f, \"p999_us\": %.1f",
+                Percentile(t.latency_us, 0.5), Percentile(t.latency_us, 0.99),
+                Percentile(t.latency_us, 0.999));
+  }
   if (o.verdicts) {
     const double p50 = Percentile(t.latency_us, 0.5);
     const double p99 = Percentile(t.latency_us, 0.99);
