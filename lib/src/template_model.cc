@@ -9,4 +9,8 @@ Score TemplateModel::ScoreRun(std::int64_t run, const Observation& obs,
   return ScoreObservation(obs, expected, pulls);
 }
 
+std::optional<std::string> TemplateModel::Relearn(std::span<const JournalledRun>, std::int64_t) {
+  return "method " + std::string(method()) + " applies late labels by replaying its journal";
+}
+
 }  // namespace dinamo

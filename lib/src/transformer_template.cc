@@ -360,6 +360,20 @@ bool TransformerModel::Record(std::int64_t run, const Observation& obs) {
   return true;
 }
 
+std::span<const GoodRun> TransformerModel::history() const { return impl_->history; }
+
+bool TransformerModel::ReplaceHistory(std::vector<GoodRun> runs, std::uint64_t learned_runs) {
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].x.size() != bins() || (i > 0 && runs[i].run <= runs[i - 1].run)) {
+      return false;
+    }
+  }
+  impl_->history = std::move(runs);
+  impl_->Trim();
+  impl_->learned = learned_runs;
+  return true;
+}
+
 TrainingStats TransformerModel::Train() {
   TrainingStats& stats = impl_->stats;
   stats.last_steps = 0;
