@@ -9,7 +9,9 @@
 # Settings (environment): BUILD_DIR (build-mltrain, with libtorch), HISTOGRAMS (20), BINS (20),
 # RUNS (150), RATE (messages/s, 300), MATCH ("VELO/*": 5 of 20 names), WORKERS (1),
 # MAX_STEPS (training.max_steps, 50: at this rate a training must be back within a few runs),
-# AHEAD (training.expect_ahead, 256: the runs until the histogram's next training is back).
+# AHEAD (training.expect_ahead, 256: the runs until the histogram's next training is back),
+# BUSY (0: nice-19 busy loops kept running through both runs, so that neither run profits from
+# idle CPUs, as on a machine busy with other work).
 # Every process started here is stopped on exit; endpoints are free loopback ports.
 set -euo pipefail
 
@@ -23,6 +25,7 @@ MATCH=${MATCH:-VELO/*}
 WORKERS=${WORKERS:-1}
 MAX_STEPS=${MAX_STEPS:-50}
 AHEAD=${AHEAD:-256}
+BUSY=${BUSY:-0}
 PY=/usr/bin/python3
 
 BENCH_TAG=tlat
@@ -106,6 +109,10 @@ EOF
   wait "$daemon" || true
 }
 
+for _ in $(seq "$BUSY"); do
+  nice -n 19 bash -c 'while :; do :; done' &
+  PIDS+=("$!")
+done
 run ewma ""
 run transformer "rules: [{match: \"$MATCH\", method: transformer}]"
 

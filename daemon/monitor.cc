@@ -84,12 +84,6 @@ std::unique_ptr<TemplateModel> MakeModel(std::size_t bins, const HistogramSettin
   return std::make_unique<EwmaModel>(bins, s.alpha);
 }
 
-// TODO(#5): a transformer template keeps no journal yet (a replay would start from the
-// untrained base model); late labels for it are refused with the journal's reason.
-std::size_t JournalRuns(const TemplateModel& model, const HistogramSettings& s) {
-  return model.method() == "transformer" ? 0 : s.journal_runs;
-}
-
 std::map<std::string, ModelPersistence>& Persistences() {
   static std::map<std::string, ModelPersistence> persistences;
   return persistences;
@@ -101,9 +95,7 @@ const ModelPersistence* FindPersistence(std::string_view method) {
 }
 
 std::unique_ptr<JournalledTemplate> MakeTemplate(std::size_t bins, const HistogramSettings& s) {
-  std::unique_ptr<TemplateModel> model = MakeModel(bins, s);
-  const std::size_t journal_runs = JournalRuns(*model, s);
-  return std::make_unique<JournalledTemplate>(std::move(model), journal_runs);
+  return std::make_unique<JournalledTemplate>(MakeModel(bins, s), s.journal_runs);
 }
 
 Label LabelOf(v1::Label label) {
@@ -410,7 +402,7 @@ void Monitor::ApplySettings(Track& track) {
         track.name, track.tmpl->model().method(), track.settings->method);
   }
   SetAlpha(track.tmpl, track.settings->alpha);
-  const std::size_t journal_runs = JournalRuns(track.tmpl->model(), *track.settings);
+  const std::size_t journal_runs = track.settings->journal_runs;
   if (track.tmpl->journal_runs() != journal_runs) {
     track.tmpl->set_journal_runs(journal_runs);
   }
@@ -675,9 +667,14 @@ CommandOutcome Monitor::SetLabel(const v1::SetLabel& request, const Actor& who) 
     const auto entry = std::find_if(journal.begin(), journal.end(),
                                     [run](const JournalEntry& e) { return e.run == run; });
     const Label before = entry == journal.end() ? Label::kUnknown : entry->label;
+    const bool learned_before = entry != journal.end() && entry->learned;
     if (auto why = tmpl.SetLabel(run, label, PolicyOf(*track->settings))) {
       out.refused = "histogram '" + track->name + "': " + *why;
       return out;  // only the single-histogram form can get here: the journal holds the run
+    }
+    // The template learns differently now: a transformer queues its one training for it.
+    if (learned_hook_ && entry != journal.end() && entry->learned != learned_before) {
+      learned_hook_(track->name, tmpl.mutable_model());
     }
     ++out.affected;
     changed += before != label;
@@ -1012,7 +1009,7 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
         return where + "journal base: " + *why;
       }
       base = std::make_unique<EwmaModel>(std::move(st));
-    } else if (hs.journal_size() > 0) {
+    } else if (hs.journal_size() > 0 && current->ReplaysJournal()) {
       return where + "journal without its base state";
     }
     std::deque<JournalEntry> journal;
@@ -1036,7 +1033,7 @@ std::optional<std::string> Monitor::RestoreFrom(const v1::Snapshot& snapshot) {
     track->generation = 0;  // settings are resolved (and alpha applied) on the next message
     track->settings = &settings_.For(hs.name());
     // A journal longer than journal_runs now is folded into its base, as it would have been.
-    const std::size_t journal_runs = JournalRuns(*current, *track->settings);
+    const std::size_t journal_runs = track->settings->journal_runs;
     track->tmpl = std::make_unique<JournalledTemplate>(std::move(base), std::move(current),
                                                        std::move(journal), journal_runs);
     track->last_final_run = hs.last_final_run();

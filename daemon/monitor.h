@@ -123,14 +123,16 @@ class Monitor {
   std::size_t templates() const { return tracks_.size(); }
   std::uint32_t alarms_active() const;
 
-  // Called on the loop after a final run taught a template: the daemon schedules the
-  // background training of models that train (the transformer).
+  // Called on the loop after a final run taught a template, or a late label changed whether a
+  // run teaches it: the daemon schedules the background training of models that train (the
+  // transformer).
   using LearnedHook = std::function<void(const std::string& histogram, TemplateModel& model)>;
   void set_learned_hook(LearnedHook hook) { learned_hook_ = std::move(hook); }
 
   // A shifter's label for a run of one histogram, or (whole_run) of every histogram whose
-  // journal holds the run. Applied through the journal: the template becomes what it would have
-  // been had the label come with the run.
+  // journal holds the run. Applied through the journal: an EWMA template becomes what it would
+  // have been had the label come with the run; a transformer template changes that run's
+  // decision only and relearns in the background (daemon/README.md "Late labels").
   CommandOutcome SetLabel(const v1::SetLabel& label, const Actor& who);
 
   // Alarm actions on one histogram (dinamo/alarm.h); `now_unix_ns` dates the change.

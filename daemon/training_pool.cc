@@ -1,17 +1,52 @@
 #include "training_pool.h"
 
 #include <algorithm>
+#include <cstdint>
 
 #include <boost/asio/post.hpp>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 namespace dinamo::daemon {
+namespace {
+
+// struct sched_attr as the kernel reads it (SCHED_ATTR_SIZE_VER0): glibc 2.36 declares neither
+// the struct nor sched_setattr.
+struct SchedAttr {
+  std::uint32_t size;
+  std::uint32_t sched_policy;
+  std::uint64_t sched_flags;
+  std::int32_t sched_nice;
+  std::uint32_t sched_priority;
+  std::uint64_t sched_runtime;
+  std::uint64_t sched_deadline;
+  std::uint64_t sched_period;
+};
+
+// Puts the calling worker thread below the loop (TrainingPoolOptions: nice and slice).
+void LowerPriority(int nice, std::chrono::nanoseconds slice) {
+  const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+  const int niced = std::clamp(::getpriority(PRIO_PROCESS, tid) + nice, -20, 19);
+  SchedAttr attr{};
+  attr.size = sizeof(attr);
+  attr.sched_policy = SCHED_OTHER;
+  attr.sched_nice = niced;
+  attr.sched_runtime = static_cast<std::uint64_t>(std::max<std::int64_t>(0, slice.count()));
+  if (::syscall(SYS_sched_setattr, 0, &attr, 0) != 0) {
+    ::setpriority(PRIO_PROCESS, tid, niced);  // a kernel without sched_setattr: nice alone
+  }
+}
+
+}  // namespace
 
 TrainingPool::TrainingPool(boost::asio::io_context& loop, const TrainingPoolOptions& options)
-    : loop_(loop), queue_size_(std::max<std::size_t>(1, options.queue_size)), nice_(options.nice) {
+    : loop_(loop),
+      queue_size_(std::max<std::size_t>(1, options.queue_size)),
+      nice_(options.nice),
+      slice_(options.slice) {
   const int n = std::max(1, options.workers);
   threads_.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n; ++i) {
@@ -89,10 +124,7 @@ std::size_t TrainingPool::running() const {
 }
 
 void TrainingPool::Work() {
-  if (nice_ != 0) {
-    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
-    ::setpriority(PRIO_PROCESS, tid, ::getpriority(PRIO_PROCESS, tid) + nice_);
-  }
+  LowerPriority(nice_, slice_);
   for (;;) {
     std::unique_ptr<TrainingTask> task;
     {

@@ -76,7 +76,66 @@ bool DeferredTransformer::Learn(std::int64_t run, const Observation& obs) {
 }
 
 std::uint64_t DeferredTransformer::learned_runs() const {
-  return slot_->trained->learned_runs() + slot_->pending.size() + slot_->pending_trimmed;
+  const TransformerSlot& s = *slot_;
+  const std::uint64_t recorded = s.relearned ? s.relearned_count : s.trained->learned_runs();
+  return recorded + s.pending.size() + s.pending_trimmed;
+}
+
+std::optional<std::string> DeferredTransformer::Relearn(std::span<const JournalledRun> journal,
+                                                        std::int64_t changed) {
+  const auto it = std::find_if(journal.begin(), journal.end(),
+                               [changed](const JournalledRun& r) { return r.run == changed; });
+  if (it == journal.end()) {
+    return "run " + std::to_string(changed) + " is not in the journal";
+  }
+  TransformerSlot& s = *slot_;
+  const std::size_t keep = KeptRuns(*s.trained);
+  const std::int64_t first = journal.front().run;
+
+  // The journal decides every run from its oldest on; before it, the runs recorded so far stay
+  // (those of an earlier late label or of the trained model, then the pending ones).
+  std::vector<GoodRun> runs;
+  const auto older = [first](std::int64_t run) { return run < first; };
+  for (const GoodRun& g :
+       s.relearned ? std::span<const GoodRun>(*s.relearned) : s.trained->history()) {
+    if (older(g.run)) {
+      runs.push_back(g);
+    }
+  }
+  for (const TransformerSlot::Pending& p : s.pending) {
+    if (older(p.run)) {
+      runs.push_back({p.run, std::vector<float>(p.obs.x.begin(), p.obs.x.end())});
+    }
+  }
+
+  // Only the newest K + M good runs are ever read: normalise no more journalled runs than that.
+  std::vector<const JournalledRun*> learned;
+  for (auto r = journal.rbegin(); r != journal.rend() && learned.size() < keep; ++r) {
+    if (r->learned) {
+      learned.push_back(&*r);
+    }
+  }
+  Observation obs;
+  for (auto r = learned.rbegin(); r != learned.rend(); ++r) {
+    Normalise((*r)->counts, obs);
+    if (obs.empty() || obs.bins() != bins()) {
+      return "journalled run " + std::to_string((*r)->run) + " cannot teach this template";
+    }
+    runs.push_back({(*r)->run, std::vector<float>(obs.x.begin(), obs.x.end())});
+  }
+  if (runs.size() > keep) {
+    runs.erase(runs.begin(), runs.end() - static_cast<std::ptrdiff_t>(keep));
+  }
+
+  // The run counts once more or once less; the pending runs are in `runs` now.
+  const std::uint64_t count = learned_runs();
+  s.relearned_count = it->learned ? count + 1 : std::max<std::uint64_t>(count, 1) - 1;
+  s.relearned = std::move(runs);
+  s.relearned_through = journal.back().run;
+  s.pending.clear();
+  s.pending_trimmed = 0;
+  ++s.relearns;
+  return std::nullopt;
 }
 
 std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
@@ -85,6 +144,10 @@ std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
   s.histogram = slot_->histogram;
   s.pending = slot_->pending;
   s.pending_trimmed = slot_->pending_trimmed;
+  s.relearned = slot_->relearned;
+  s.relearned_count = slot_->relearned_count;
+  s.relearned_through = slot_->relearned_through;
+  s.relearns = slot_->relearns;
   s.expected_first = slot_->expected_first;
   s.expected = slot_->expected;
   s.loop_run = slot_->loop_run;
@@ -114,15 +177,27 @@ class TransformerTrainer::Task final : public TrainingTask {
         slot_(slot),
         base_(slot->trained),
         pending_(slot->pending),
+        relearned_(slot->relearned),
+        relearned_count_(slot->relearned_count),
+        relearns_(slot->relearns),
         max_steps_(trainer.config_.max_steps),
         ahead_(trainer.config_.expect_ahead) {
-    next_run_ = pending_.empty() ? 1 : pending_.back().run + 1;
+    std::int64_t last = pending_.empty() ? 0 : pending_.back().run;
+    if (relearned_) {
+      last = std::max(last, slot->relearned_through);
+    }
+    next_run_ = last + 1;
   }
 
   void Run(const std::atomic<bool>& cancel) override {
     const auto start = std::chrono::steady_clock::now();
     release_.reset();
     trained_ = base_->CloneTransformer();
+    // A late label's corrected runs replace the recorded ones; the weights stay. They were
+    // checked where they were made (Relearn, LoadTransformer): this cannot refuse them.
+    if (relearned_) {
+      trained_->ReplaceHistory(std::move(*relearned_), relearned_count_);
+    }
     for (const TransformerSlot::Pending& p : pending_) {
       trained_->Record(p.run, p.obs);
     }
@@ -146,6 +221,9 @@ class TransformerTrainer::Task final : public TrainingTask {
   std::shared_ptr<const TransformerModel> base_;
   std::shared_ptr<const TransformerModel> release_;
   std::vector<TransformerSlot::Pending> pending_;
+  std::optional<std::vector<GoodRun>> relearned_;
+  std::uint64_t relearned_count_ = 0;
+  std::uint64_t relearns_ = 0;
   int max_steps_;
   std::int64_t next_run_ = 1;
   std::unique_ptr<TransformerModel> trained_;
@@ -187,7 +265,7 @@ void TransformerTrainer::OnLearned(const std::string& histogram, TemplateModel& 
 
 void TransformerTrainer::Resume(DeferredTransformer& model) {
   const std::shared_ptr<TransformerSlot>& slot = model.slot();
-  if (!slot->in_flight && !slot->pending.empty()) {
+  if (!slot->in_flight && (!slot->pending.empty() || slot->relearned)) {
     Submit(slot);
   }
 }
@@ -236,12 +314,15 @@ void TransformerTrainer::Finished(Task& task, TrainingTask::Outcome outcome) {
   std::shared_ptr<const TransformerModel> replaced = std::move(slot->trained);
   task.base_.reset();
   slot->trained = std::shared_ptr<const TransformerModel>(std::move(task.trained_));
+  if (task.relearns_ == slot->relearns) {
+    slot->relearned.reset();  // applied; a later late label would have counted up
+  }
   slot->expected_first = task.next_run_;
   slot->expected = std::move(task.expected_);
   slot->loop_run.reset();
   spdlog::debug("training done histogram={} steps={} seconds={:.3f} pending={}", slot->histogram,
                 task.steps_, task.seconds_, pending.size());
-  if (slot->owed || !pending.empty()) {
+  if (slot->owed || !pending.empty() || slot->relearned) {
     Submit(slot, std::move(replaced));
   }
 }
@@ -314,6 +395,45 @@ void SaveTransformer(const TemplateModel& model, v1::HistogramState& state) {
     ts->add_pending_integral(p.obs.integral);
   }
   ts->set_pending_trimmed(slot.pending_trimmed);
+  if (slot.relearned) {
+    ts->set_relearned(true);
+    for (const GoodRun& g : *slot.relearned) {
+      ts->add_relearned_runs(g.run);
+      ts->mutable_relearned_x()->Add(g.x.begin(), g.x.end());
+    }
+    ts->set_relearned_count(slot.relearned_count);
+    ts->set_relearned_through(slot.relearned_through);
+  }
+}
+
+// A late label's corrected runs from a snapshot, or why they cannot be used.
+std::optional<std::string> LoadRelearned(const v1::TransformerTemplateState& ts, std::size_t bins,
+                                         std::size_t keep, TransformerSlot& slot) {
+  const auto n = static_cast<std::size_t>(ts.relearned_runs_size());
+  if (!ts.relearned()) {
+    return n == 0 && ts.relearned_x_size() == 0
+               ? std::nullopt
+               : std::optional<std::string>("transformer relearned runs without their flag");
+  }
+  if (n > keep || static_cast<std::size_t>(ts.relearned_x_size()) != n * bins) {
+    return "transformer relearned runs do not match its axes";
+  }
+  std::vector<GoodRun> runs(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    runs[i].run = ts.relearned_runs(static_cast<int>(i));
+    const float* row = ts.relearned_x().data() + i * bins;
+    runs[i].x.assign(row, row + bins);
+    if (i > 0 && runs[i].run <= runs[i - 1].run) {
+      return "transformer relearned runs out of order";
+    }
+  }
+  if (!runs.empty() && !slot.pending.empty() && slot.pending.front().run <= runs.back().run) {
+    return "transformer pending runs not after the relearned ones";
+  }
+  slot.relearned = std::move(runs);
+  slot.relearned_count = ts.relearned_count();
+  slot.relearned_through = ts.relearned_through();
+  return std::nullopt;
 }
 
 std::unique_ptr<TemplateModel> LoadTransformer(const v1::HistogramState& state, std::size_t bins,
@@ -353,6 +473,10 @@ std::unique_ptr<TemplateModel> LoadTransformer(const v1::HistogramState& state, 
     slot.pending.push_back(std::move(p));
   }
   slot.pending_trimmed = ts.pending_trimmed();
+  if (auto why = LoadRelearned(ts, bins, KeptRuns(*slot.trained), slot)) {
+    error = *why;
+    return nullptr;
+  }
   if (trainer != nullptr) {
     trainer->Resume(*model);
   }

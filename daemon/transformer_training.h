@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -38,8 +39,15 @@ struct TransformerSlot {
   std::shared_ptr<const TransformerModel> trained;  // read by the loop and by workers
   std::vector<Pending> pending;       // good runs recorded since `trained` (increasing runs)
   std::uint64_t pending_trimmed = 0;  // older pending runs forgotten (only K + M are read)
-  bool in_flight = false;             // a training is queued or running
-  bool owed = false;                  // good runs arrived while it was running
+  // Set by a late label (DeferredTransformer::Relearn): the good runs the next training gives
+  // the model in place of those `trained` recorded, before it records `pending`, and the count
+  // of runs learned that goes with them.
+  std::optional<std::vector<GoodRun>> relearned;
+  std::uint64_t relearned_count = 0;
+  std::int64_t relearned_through = 0;  // the newest journalled run then: runs after it are new
+  std::uint64_t relearns = 0;          // late labels applied: a training clears only its own
+  bool in_flight = false;              // a training is queued or running
+  bool owed = false;                   // good runs arrived while it was running
   // Templates of the runs expected_first, expected_first + 1, ... from `trained`, computed by
   // the worker that trained it (the context does not change until the next training).
   std::int64_t expected_first = 0;
@@ -50,6 +58,12 @@ struct TransformerSlot {
 };
 
 // DINAMO-ML behind the monitor's template interface, cheap on the loop: Learn only remembers.
+//
+// Late labels (daemon/README.md "Late labels"): the journal is not replayed (that would train
+// once per journalled run). Relearn rebuilds the good runs the model trains on from the journal
+// (the relabelled run added or removed; at most K + M kept), the weights and the optimiser state
+// stay, and the next training (one, on a worker) starts from them with the corrected runs.
+// Until it is back, verdicts use the last trained model.
 class DeferredTransformer final : public TemplateModel {
  public:
   explicit DeferredTransformer(std::shared_ptr<const TransformerModel> initial);
@@ -60,6 +74,9 @@ class DeferredTransformer final : public TemplateModel {
   bool Learn(std::int64_t run, const Observation& obs) override;
   std::uint64_t learned_runs() const override;
   std::unique_ptr<TemplateModel> Clone() const override;
+  bool ReplaysJournal() const override { return false; }
+  std::optional<std::string> Relearn(std::span<const JournalledRun> journal,
+                                     std::int64_t changed) override;
 
   const std::shared_ptr<TransformerSlot>& slot() const { return slot_; }
 
@@ -91,11 +108,13 @@ class TransformerTrainer {
   TransformerTrainer(TrainingPool& pool, const TrainingConfig& config,
                      TrainFunction train = TrainUntilStopped);
 
-  // A final run taught `model` (the monitor's hook): schedules a training when it is a
-  // transformer, coalescing with one still queued. Other methods are ignored.
+  // A final run taught `model`, or a late label changed what it learns (the monitor's hook):
+  // schedules a training when it is a transformer, coalescing with one still queued. Other
+  // methods are ignored.
   void OnLearned(const std::string& histogram, TemplateModel& model);
 
-  // Schedules the training a restored template still owes (a snapshot taken meanwhile).
+  // Schedules the training a restored template still owes (a snapshot taken meanwhile: pending
+  // runs or a late label's corrected runs).
   void Resume(DeferredTransformer& model);
 
   const TrainingCounters& counters() const { return counters_; }
@@ -122,8 +141,9 @@ class TransformerTrainer {
 void RegisterTransformerMethod(const TrainingConfig& config);
 
 // Registers how transformer templates go into snapshots (monitor.h, ModelPersistence): the
-// last trained model's bytes and the pending good runs. A restored template that still owes a
-// training has it queued on `trainer` (if given), so a restart continues where it stopped.
+// last trained model's bytes, the pending good runs and a late label's corrected runs. A
+// restored template that still owes a training has it queued on `trainer` (if given), so a
+// restart continues where it stopped.
 void RegisterTransformerPersistence(const TrainingConfig& config, TransformerTrainer* trainer);
 
 }  // namespace dinamo::daemon

@@ -25,7 +25,7 @@ bool Accepts(const LearningPolicy& policy, Label label, const Score& score, doub
 JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> model,
                                        std::size_t journal_runs)
     : model_(std::move(model)), journal_runs_(journal_runs) {
-  if (journal_runs_ > 0) base_ = model_->Clone();
+  if (KeepsBase()) base_ = model_->Clone();
 }
 
 JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> base,
@@ -35,7 +35,6 @@ JournalledTemplate::JournalledTemplate(std::unique_ptr<TemplateModel> base,
       model_(std::move(current)),
       journal_runs_(journal_runs) {
   if (!journal.empty()) journal_ = std::move(journal);
-  if (journal_runs_ > 0 && !base_) base_ = model_->Clone();
   set_journal_runs(journal_runs);
 }
 
@@ -86,7 +85,7 @@ const std::deque<JournalEntry>& JournalledTemplate::journal() const {
 
 std::vector<double> JournalledTemplate::FoldOldest() {
   JournalEntry& oldest = journal_->front();
-  if (oldest.learned) {
+  if (oldest.learned && base_) {
     thread_local Observation obs;  // reused: no allocation per fold, no memory per template
     Normalise(oldest.counts, obs);
     base_->Learn(oldest.run, obs);
@@ -115,13 +114,33 @@ std::optional<std::string> JournalledTemplate::SetLabel(std::int64_t run, Label 
   }
 
   if (entry->label == label) return std::nullopt;
+  const Label before = entry->label;
   entry->label = label;
 
   // A known label decides by itself; when it confirms what was done, nothing downstream moves.
   const double integral = std::accumulate(entry->counts.begin(), entry->counts.end(), 0.0);
   const bool teaches = Accepts(policy, label, Score{}, integral, 0);
-  if (teaches != entry->learned) ReplayJournal(policy);
+  if (teaches == entry->learned) return std::nullopt;
+  if (base_) {
+    ReplayJournal(policy);
+    return std::nullopt;
+  }
+  // Bounded instead of exact: only this run's decision changes, the model relearns it once.
+  if (auto why = Relearn(*entry, teaches)) {
+    entry->label = before;
+    return why;
+  }
   return std::nullopt;
+}
+
+std::optional<std::string> JournalledTemplate::Relearn(JournalEntry& entry, bool learned) {
+  entry.learned = learned;
+  std::vector<JournalledRun> runs;
+  runs.reserve(journal().size());
+  for (const JournalEntry& e : journal()) runs.push_back({e.run, e.counts, e.learned});
+  auto why = model_->Relearn(runs, entry.run);
+  if (why) entry.learned = !learned;
+  return why;
 }
 
 void JournalledTemplate::ReplayJournal(const LearningPolicy& policy) {
@@ -140,12 +159,12 @@ void JournalledTemplate::ReplayJournal(const LearningPolicy& policy) {
 
 void JournalledTemplate::set_journal_runs(std::size_t journal_runs) {
   journal_runs_ = journal_runs;
-  if (journal_runs_ == 0) {
-    journal_.reset();
+  if (journal_runs_ == 0) journal_.reset();
+  if (!KeepsBase()) {
     base_.reset();
-    return;
+  } else if (!base_) {
+    base_ = model_->Clone();
   }
-  if (!base_) base_ = model_->Clone();
   while (journal_ && journal_->size() > journal_runs_) FoldOldest();
 }
 

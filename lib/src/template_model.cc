@@ -19,4 +19,8 @@ void TemplateModel::ExpectBins(std::int64_t run, std::span<const std::uint32_t> 
   }
 }
 
+std::optional<std::string> TemplateModel::Relearn(std::span<const JournalledRun>, std::int64_t) {
+  return "method " + std::string(method()) + " applies late labels by replaying its journal";
+}
+
 }  // namespace dinamo

@@ -116,12 +116,16 @@ torch::Tensor GaussianNllTensor(const torch::Tensor& x, const torch::Tensor& mu,
 // torch::set_num_threads sizes libtorch's own pool only. The pthread build of OpenBLAS keeps a
 // pool of its own (one thread per core), whose threads spin on sched_yield around every one of
 // this model's tiny matrix products: on a busy 2-core machine that costs more than it gives.
-// Looked up at run time, as libtorch may run on another BLAS.
-void SetBlasThreads(int threads) {
+// And they are started when the library loads, by the main thread, so they would run at the
+// event loop's priority whatever the priority of the training that uses them. So BLAS runs on
+// the calling thread; libtorch's intra-op threads (started by the thread that trains, so with
+// its priority) are what TransformerOptions::threads sizes. Looked up at run time, as libtorch
+// may run on another BLAS.
+void UseOneBlasThread() {
   using SetThreads = void (*)(int);
   void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads");
   if (symbol != nullptr) {
-    reinterpret_cast<SetThreads>(symbol)(threads);
+    reinterpret_cast<SetThreads>(symbol)(1);
   }
 }
 
@@ -169,7 +173,7 @@ struct TransformerModel::Impl {
   explicit Impl(const TransformerOptions& o)
       : options(o), generator_state(at::detail::createCPUGenerator(o.seed).get_state()) {
     torch::set_num_threads(std::max(1, o.threads));
-    SetBlasThreads(std::max(1, o.threads));
+    UseOneBlasThread();
     KeepFreedMemory();
     {
       StreamScope stream(generator_state);
@@ -357,6 +361,20 @@ bool TransformerModel::Record(std::int64_t run, const Observation& obs) {
   impl_->history.push_back({run, std::vector<float>(obs.x.begin(), obs.x.end())});
   impl_->Trim();
   ++impl_->learned;
+  return true;
+}
+
+std::span<const GoodRun> TransformerModel::history() const { return impl_->history; }
+
+bool TransformerModel::ReplaceHistory(std::vector<GoodRun> runs, std::uint64_t learned_runs) {
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (runs[i].x.size() != bins() || (i > 0 && runs[i].run <= runs[i - 1].run)) {
+      return false;
+    }
+  }
+  impl_->history = std::move(runs);
+  impl_->Trim();
+  impl_->learned = learned_runs;
   return true;
 }
 

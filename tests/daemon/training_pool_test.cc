@@ -1,7 +1,10 @@
 #include "training_pool.h"
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -10,6 +13,12 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <gtest/gtest.h>
+
+#include <sched.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
 namespace dinamo::daemon {
 namespace {
@@ -101,6 +110,67 @@ TEST(TrainingPool, FinishesACompletedTaskOnTheLoop) {
   pool.Submit(1, std::make_unique<FakeTask>("a", log));
   RunUntil(io, log, 1);
   EXPECT_EQ(log.finished, std::vector<std::string>{"a:completed"});
+}
+
+// The kernel's time slice of the calling thread in ns (/proc: "se.slice"), 0 when not shown.
+std::uint64_t OwnSlice() {
+  std::ifstream sched("/proc/thread-self/sched");
+  std::string line;
+  while (std::getline(sched, line)) {
+    if (line.rfind("se.slice", 0) == 0) {
+      return std::stoull(line.substr(line.find(':') + 1));
+    }
+  }
+  return 0;
+}
+
+// Custom slices for SCHED_OTHER came with Linux 6.12.
+bool KernelHasCustomSlices() {
+  utsname u{};
+  int major = 0;
+  int minor = 0;
+  return ::uname(&u) == 0 && std::sscanf(u.release, "%d.%d", &major, &minor) == 2 &&
+         (major > 6 || (major == 6 && minor >= 12));
+}
+
+// Runs nothing; notes how the worker it runs on is scheduled.
+class PriorityTask final : public TrainingTask {
+ public:
+  struct Seen {
+    int policy = -1;
+    int nice = 0;
+    std::uint64_t slice = 0;
+  };
+  PriorityTask(Log& log, Seen& seen) : log_(log), seen_(seen) {}
+  void Run(const std::atomic<bool>&) override {
+    seen_.policy = ::sched_getscheduler(0);
+    seen_.nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+    seen_.slice = OwnSlice();
+  }
+  void Finish(Outcome) override { log_.finished.push_back("priority"); }
+
+ private:
+  Log& log_;
+  Seen& seen_;
+};
+
+TEST(TrainingPool, WorkersAreNicedWithALongSliceAndTheLoopIsLeftAlone) {
+  boost::asio::io_context io;
+  Log log;
+  PriorityTask::Seen seen;
+  TrainingPoolOptions options;
+  options.nice = 3;
+  options.slice = std::chrono::milliseconds(20);
+  TrainingPool pool(io, options);
+  pool.Submit(1, std::make_unique<PriorityTask>(log, seen));
+  RunUntil(io, log, 1);
+
+  EXPECT_EQ(seen.policy, SCHED_OTHER);  // not SCHED_IDLE: see TrainingPoolOptions::slice
+  EXPECT_EQ(seen.nice, std::min(19, ::getpriority(PRIO_PROCESS, 0) + 3));
+  if (KernelHasCustomSlices()) {
+    EXPECT_EQ(seen.slice, 20'000'000u);
+    EXPECT_NE(OwnSlice(), 20'000'000u);
+  }
 }
 
 TEST(TrainingPool, FullQueueDropsTheOldestQueuedTask) {

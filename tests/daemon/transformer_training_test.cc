@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -19,12 +20,13 @@ namespace {
 
 using dinamo::testing::Bell;
 
-v1::Histogram Hist(const std::string& name, std::uint64_t run, double shift = 0.0) {
+v1::Histogram Hist(const std::string& name, std::uint64_t run, double shift = 0.0,
+                   v1::Label label = v1::LABEL_GOOD) {
   v1::Histogram h;
   h.set_name(name);
   h.set_run(run);
   h.set_final(true);
-  h.set_label(v1::LABEL_GOOD);
+  h.set_label(label);
   const std::vector<double> counts = Bell(shift);
   h.add_axes()->set_bins(static_cast<std::uint32_t>(counts.size()));
   h.mutable_counts()->Add(counts.begin(), counts.end());
@@ -32,12 +34,14 @@ v1::Histogram Hist(const std::string& name, std::uint64_t run, double shift = 0.
 }
 
 // A training that waits for the test to let it go, then takes one real step (so the model
-// that comes back differs from the one that went out).
+// that comes back differs from the one that went out). It notes whether it ever ran on the
+// thread that built it (the test's loop).
 class SlowTrainer {
  public:
   int Train(TransformerModel& model, const std::atomic<bool>& cancel) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
+      on_loop_ = on_loop_ || std::this_thread::get_id() == loop_;
       ++started_;
       cv_.notify_all();
       while (!open_ && !cancel) {
@@ -52,6 +56,14 @@ class SlowTrainer {
     open_ = true;
     cv_.notify_all();
   }
+  void Close() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    open_ = false;
+  }
+  bool TrainedOnLoop() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return on_loop_;
+  }
   void WaitStarted(int n) {
     std::unique_lock<std::mutex> lock(mutex_);
     cv_.wait(lock, [&] { return started_ >= n; });
@@ -62,6 +74,8 @@ class SlowTrainer {
   std::condition_variable cv_;
   bool open_ = false;
   int started_ = 0;
+  std::thread::id loop_ = std::this_thread::get_id();
+  bool on_loop_ = false;
 };
 
 class TransformerTrainingTest : public ::testing::Test {
@@ -70,7 +84,9 @@ class TransformerTrainingTest : public ::testing::Test {
       : config_(std::make_shared<const Config>(
             ParseConfig("input:\n  connect: [\"tcp://127.0.0.1:5550\"]\n"
                         "defaults:\n  warmup_runs: 0\n  threshold: 100\n"
-                        "rules:\n  - {match: \"T/*\", method: transformer}\n",
+                        "rules:\n  - {match: \"T/*\", method: transformer}\n"
+                        "  - {match: \"N/*\", method: transformer, auto_accept: never}\n"
+                        "  - {match: \"S/*\", method: transformer, journal_runs: 2}\n",
                         "test.yaml"))),
         resolver_(config_),
         monitor_(resolver_),
@@ -79,8 +95,12 @@ class TransformerTrainingTest : public ::testing::Test {
                  [this](TransformerModel& m, int, const std::atomic<bool>& cancel) {
                    return slow_.Train(m, cancel);
                  }) {
-    monitor_.set_learned_hook(
-        [this](const std::string& name, TemplateModel& model) { trainer_.OnLearned(name, model); });
+    monitor_.set_learned_hook([this](const std::string& name, TemplateModel& model) {
+      if (const auto* t = dynamic_cast<const DeferredTransformer*>(&model)) {
+        slots_[name] = t->slot();
+      }
+      trainer_.OnLearned(name, model);
+    });
   }
 
   static void SetUpTestSuite() { RegisterTransformerMethod(TrainingConfig{}); }
@@ -90,7 +110,7 @@ class TransformerTrainingTest : public ::testing::Test {
     const std::string_view frames[] = {h.name(), body};
     MonitorResult r = monitor_.OnMessage(frames, 1);
     EXPECT_FALSE(r.rejection) << r.rejection->detail;
-    return r.verdict.value_or(v1::Verdict{});
+    return r.verdict ? *r.verdict : v1::Verdict{};
   }
 
   void RunUntilCompleted(std::uint64_t n) {
@@ -100,6 +120,23 @@ class TransformerTrainingTest : public ::testing::Test {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
     }
+  }
+
+  CommandOutcome Label(const std::string& name, std::uint64_t run, v1::Label label) {
+    v1::SetLabel l;
+    l.set_histogram(name);
+    l.set_run(run);
+    l.set_label(label);
+    return monitor_.SetLabel(l, Actor{});
+  }
+
+  // The runs the last trained model of `name` has recorded.
+  std::vector<std::int64_t> TrainedRuns(const std::string& name) {
+    std::vector<std::int64_t> runs;
+    for (const GoodRun& g : slots_.at(name)->trained->history()) {
+      runs.push_back(g.run);
+    }
+    return runs;
   }
 
   std::vector<double> Mu(const std::string& name) {
@@ -114,6 +151,7 @@ class TransformerTrainingTest : public ::testing::Test {
   SlowTrainer slow_;
   TrainingPool pool_;
   TransformerTrainer trainer_;
+  std::map<std::string, std::shared_ptr<TransformerSlot>> slots_;  // as the hook saw them
 };
 
 TEST_F(TransformerTrainingTest, VerdictsKeepComingWhileATrainingIsSlow) {
@@ -201,15 +239,130 @@ TEST_F(TransformerTrainingTest, SnapshotRoundTripGivesTheSameScores) {
   EXPECT_EQ(restored.Template("T/a")->learned_runs(), monitor_.Template("T/a")->learned_runs());
 }
 
-TEST_F(TransformerTrainingTest, LateLabelForATransformerIsRefusedWithAReason) {
+TEST_F(TransformerTrainingTest, LateGoodLabelAddsTheRunAndQueuesOneTrainingFromTheWeights) {
+  slow_.Open();
+  Score(Hist("N/a", 1));  // labelled good: learned and trained on
+  RunUntilCompleted(1);
+  EXPECT_FALSE(Score(Hist("N/a", 2, 0.3, v1::LABEL_UNSPECIFIED)).learned());  // auto: never
+  ASSERT_EQ(TrainedRuns("N/a"), (std::vector<std::int64_t>{1}));
+  const std::shared_ptr<const TransformerModel> before = slots_.at("N/a")->trained;
+  const std::vector<double> mu_before = Mu("N/a");
+
+  slow_.Close();
+  const CommandOutcome out = Label("N/a", 2, v1::LABEL_GOOD);
+  ASSERT_FALSE(out.refused) << *out.refused;
+  EXPECT_EQ(out.affected, 1u);
+  EXPECT_EQ(trainer_.counters().submitted, 2u);  // one training, queued
+  EXPECT_EQ(monitor_.Template("N/a")->learned_runs(), 2u);
+  slow_.WaitStarted(2);
+  EXPECT_EQ(Mu("N/a"), mu_before);  // verdicts use the last trained model until it is back
+
+  slow_.Open();
+  RunUntilCompleted(2);
+  EXPECT_EQ(TrainedRuns("N/a"), (std::vector<std::int64_t>{1, 2}));
+  EXPECT_FALSE(slots_.at("N/a")->relearned);
+  EXPECT_EQ(trainer_.counters().submitted, 2u);
+  EXPECT_FALSE(slow_.TrainedOnLoop());
+
+  // It went on from the weights and optimiser state it had, not from an untrained model.
+  const Observation second = Normalise(Bell(0.3));
+  auto expected = before->CloneTransformer();
+  ASSERT_TRUE(expected->ReplaceHistory(
+      {before->history()[0], {2, std::vector<float>(second.x.begin(), second.x.end())}}, 2));
+  expected->TrainStep();
+  Expectation want, got;
+  expected->Expect(3, want);
+  slots_.at("N/a")->trained->Expect(3, got);
+  EXPECT_EQ(got.mu, want.mu);
+  EXPECT_EQ(slots_.at("N/a")->trained->learned_runs(), 2u);
+}
+
+TEST_F(TransformerTrainingTest, LateBadLabelRemovesALearnedRunAndKeepsTheOthersDecisions) {
+  slow_.Open();
+  for (std::uint64_t run = 1; run <= 3; ++run) {
+    Score(Hist("T/a", run, 0.1 * static_cast<double>(run)));
+    RunUntilCompleted(run);
+  }
+  ASSERT_EQ(TrainedRuns("T/a"), (std::vector<std::int64_t>{1, 2, 3}));
+
+  const CommandOutcome out = Label("T/a", 2, v1::LABEL_BAD);
+  ASSERT_FALSE(out.refused) << *out.refused;
+  EXPECT_EQ(monitor_.Template("T/a")->learned_runs(), 2u);
+  RunUntilCompleted(4);
+  EXPECT_EQ(TrainedRuns("T/a"), (std::vector<std::int64_t>{1, 3}));
+  EXPECT_EQ(trainer_.counters().submitted, 4u);
+  EXPECT_EQ(trainer_.counters().steps, 4u);
+  EXPECT_FALSE(slow_.TrainedOnLoop());
+
+  // The same label again changes nothing and trains nothing.
+  EXPECT_FALSE(Label("T/a", 2, v1::LABEL_BAD).refused);
+  EXPECT_EQ(trainer_.counters().submitted, 4u);
+}
+
+TEST_F(TransformerTrainingTest, LateLabelWhileTrainingIsOwedOneMoreWithTheCorrectedRuns) {
   Score(Hist("T/a", 1));
+  slow_.WaitStarted(1);  // run 1's training is on the worker
+  Score(Hist("T/a", 2, 0.2));
+  ASSERT_FALSE(Label("T/a", 1, v1::LABEL_BAD).refused);
+  EXPECT_EQ(trainer_.counters().submitted, 1u);  // nothing more while one runs
+
+  slow_.Open();
+  RunUntilCompleted(2);
+  EXPECT_EQ(trainer_.counters().submitted, 2u);
+  EXPECT_EQ(TrainedRuns("T/a"), (std::vector<std::int64_t>{2}));
+  EXPECT_EQ(monitor_.Template("T/a")->learned_runs(), 1u);
+}
+
+TEST_F(TransformerTrainingTest, LateLabelsOutsideTheJournalAreRefusedAndChangeNothing) {
+  slow_.Open();
+  for (std::uint64_t run = 1; run <= 3; ++run) {
+    Score(Hist("S/a", run));  // journal_runs 2: runs 2 and 3 kept
+    RunUntilCompleted(run);
+  }
+  const auto older = Label("S/a", 1, v1::LABEL_BAD);
+  ASSERT_TRUE(older.refused);
+  EXPECT_NE(older.refused->find("older than the journal"), std::string::npos) << *older.refused;
+  const auto unknown = Label("S/a", 7, v1::LABEL_BAD);
+  ASSERT_TRUE(unknown.refused);
+  EXPECT_NE(unknown.refused->find("never seen"), std::string::npos) << *unknown.refused;
+  EXPECT_TRUE(Label("S/none", 2, v1::LABEL_BAD).refused);
+
+  EXPECT_EQ(monitor_.Template("S/a")->learned_runs(), 3u);
+  EXPECT_EQ(TrainedRuns("S/a"), (std::vector<std::int64_t>{1, 2, 3}));
+  EXPECT_EQ(trainer_.counters().submitted, 3u);
+}
+
+TEST_F(TransformerTrainingTest, SnapshotKeepsTheJournalAndALateLabelNotTrainedYet) {
+  RegisterTransformerPersistence(TrainingConfig{}, nullptr);
+  slow_.Open();
+  for (std::uint64_t run = 1; run <= 3; ++run) {
+    Score(Hist("T/a", run, 0.1 * static_cast<double>(run)));
+    RunUntilCompleted(run);
+  }
+  slow_.Close();
+  ASSERT_FALSE(Label("T/a", 3, v1::LABEL_BAD).refused);
+  slow_.WaitStarted(4);  // its training holds on the worker: the snapshot owes it
+  v1::Snapshot snapshot;
+  monitor_.SaveTo(snapshot);
+
+  Monitor restored(resolver_);
+  std::shared_ptr<TransformerSlot> slot;
+  restored.set_learned_hook([&slot](const std::string&, TemplateModel& model) {
+    slot = dynamic_cast<DeferredTransformer&>(model).slot();
+  });
+  const auto why = restored.RestoreFrom(snapshot);
+  ASSERT_FALSE(why) << *why;
+  EXPECT_EQ(restored.Template("T/a")->learned_runs(), 2u);
+  // The journal came back without a base state: a late label for it still applies.
   v1::SetLabel l;
   l.set_histogram("T/a");
-  l.set_run(1);
+  l.set_run(2);
   l.set_label(v1::LABEL_BAD);
-  const CommandOutcome out = monitor_.SetLabel(l, Actor{});
-  ASSERT_TRUE(out.refused);
-  EXPECT_NE(out.refused->find("journal"), std::string::npos) << *out.refused;
+  ASSERT_FALSE(restored.SetLabel(l, Actor{}).refused);
+  ASSERT_TRUE(slot && slot->relearned);
+  ASSERT_EQ(slot->relearned->size(), 1u);
+  EXPECT_EQ(slot->relearned->front().run, 1);
+  EXPECT_EQ(restored.Template("T/a")->learned_runs(), 1u);
   slow_.Open();
 }
 

@@ -1,6 +1,7 @@
 // dinamod with one histogram on method transformer next to EWMA ones (issue 5): verdicts of
-// both methods come back, trainings run on the worker and are counted, SIGTERM stops at once and
-// the restart restores the transformer template from the snapshot.
+// both methods come back, trainings run on the worker and are counted, a late label over the
+// control socket relearns in the background, SIGTERM stops at once and the restart restores the
+// transformer template from the snapshot.
 
 #include <cmath>
 #include <csignal>
@@ -77,6 +78,36 @@ TEST_F(TransformerDaemonTest, VerdictsOfBothMethodsAndTrainingsOnTheWorker) {
     EXPECT_GE(MetricValue(metrics, "dinamo_training_steps_total"), 1.0);
     EXPECT_EQ(MetricValue(metrics, "dinamo_trainings_dropped_total"), 0.0);
     EXPECT_NE(metrics.find("dinamo_training_queue_depth"), std::string::npos);
+
+    // A late label over the control socket, once the worker is idle (nothing queued or
+    // running, so that its training is a new submission): the run leaves the good runs.
+    for (int i = 0; i < 300; ++i) {
+      const std::string m = HttpGet(daemon_.http(), "/metrics");
+      if (MetricValue(m, "dinamo_training_queue_depth") == 0.0 &&
+          MetricValue(m, "dinamo_trainings_running") == 0.0) {
+        break;
+      }
+      std::this_thread::sleep_for(100ms);
+    }
+    const double submitted =
+        MetricValue(HttpGet(daemon_.http(), "/metrics"), "dinamo_trainings_submitted_total");
+    v1::Command label;
+    label.mutable_set_label()->set_histogram("T/a");
+    label.mutable_set_label()->set_run(3);
+    label.mutable_set_label()->set_label(v1::LABEL_BAD);
+    const auto reply = Call(daemon_, label);
+    ASSERT_TRUE(reply);
+    ASSERT_TRUE(reply->ok()) << reply->error();
+    EXPECT_EQ(reply->action().affected(), 1u);
+    v1::Command get;
+    get.mutable_get_template()->set_histogram("T/a");
+    EXPECT_EQ(Call(daemon_, get)->template_().learned_runs(), 5u);
+    double after = 0.0;
+    for (int i = 0; i < 300 && after <= submitted; ++i) {
+      after = MetricValue(HttpGet(daemon_.http(), "/metrics"), "dinamo_trainings_submitted_total");
+      std::this_thread::sleep_for(100ms);
+    }
+    EXPECT_GT(after, submitted);
   }
   daemon_.Signal(SIGTERM);
   const auto code = daemon_.Wait(5s);  // the contract: a pending training never holds the stop

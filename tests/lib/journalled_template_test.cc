@@ -157,6 +157,90 @@ TEST_F(JournalTest, CopyIsIndependentOfTheOriginal) {
   EXPECT_EQ(StateOf(b).learned_runs, 1u);
 }
 
+// A model that relearns instead of replaying: it records what it is told, and refuses on demand.
+class RelearningModel final : public TemplateModel {
+ public:
+  struct Call {
+    std::int64_t changed = 0;
+    std::vector<bool> decisions;
+  };
+
+  explicit RelearningModel(std::vector<Call>& calls, bool refuse = false)
+      : calls_(calls), refuse_(refuse) {}
+
+  std::string_view method() const override { return "relearning"; }
+  std::size_t bins() const override { return kBins; }
+  void Expect(std::int64_t, Expectation& out) const override {
+    out.mu.assign(kBins, 1.0 / kBins);
+    out.sigma_mu.assign(kBins, 1e-3);
+    out.integral = 0.0;
+  }
+  bool Learn(std::int64_t, const Observation&) override {
+    ++learned_;
+    return true;
+  }
+  std::uint64_t learned_runs() const override { return learned_; }
+  std::unique_ptr<TemplateModel> Clone() const override {
+    return std::make_unique<RelearningModel>(*this);
+  }
+  bool ReplaysJournal() const override { return false; }
+  std::optional<std::string> Relearn(std::span<const JournalledRun> journal,
+                                     std::int64_t changed) override {
+    Call call{changed, {}};
+    for (const JournalledRun& r : journal) call.decisions.push_back(r.learned);
+    calls_.push_back(std::move(call));
+    if (refuse_) return "refused by the model";
+    return std::nullopt;
+  }
+
+ private:
+  std::vector<Call>& calls_;
+  bool refuse_;
+  std::uint64_t learned_ = 0;
+};
+
+TEST_F(JournalTest, ModelThatDoesNotReplayRelearnsOnlyTheRelabelledRun) {
+  LearningPolicy always;
+  always.auto_accept = AutoAccept::kAlways;
+  std::vector<RelearningModel::Call> calls;
+  JournalledTemplate t(std::make_unique<RelearningModel>(calls), 8);
+  for (std::size_t i = 0; i < 5; ++i) Feed(t, i, Label::kUnknown, always);
+  EXPECT_EQ(t.base(), nullptr);  // no base state to replay from
+
+  ASSERT_FALSE(t.SetLabel(table_.runs[2].run, Label::kBad, always).has_value());
+
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].changed, table_.runs[2].run);
+  EXPECT_EQ(calls[0].decisions, (std::vector<bool>{true, true, false, true, true}));
+  EXPECT_EQ(t.journal()[2].label, Label::kBad);
+  EXPECT_EQ(t.model().learned_runs(), 5u);  // nothing was scored or learned again
+
+  // A label that confirms the decision tells the model nothing.
+  ASSERT_FALSE(t.SetLabel(table_.runs[3].run, Label::kGood, always).has_value());
+  EXPECT_EQ(calls.size(), 1u);
+}
+
+TEST_F(JournalTest, RefusedRelearnLeavesLabelAndDecisionAsTheyWere) {
+  LearningPolicy always;
+  always.auto_accept = AutoAccept::kAlways;
+  std::vector<RelearningModel::Call> calls;
+  JournalledTemplate t(std::make_unique<RelearningModel>(calls, true), 8);
+  for (std::size_t i = 0; i < 3; ++i) Feed(t, i, Label::kUnknown, always);
+
+  const auto refused = t.SetLabel(table_.runs[1].run, Label::kBad, always);
+
+  ASSERT_TRUE(refused.has_value());
+  EXPECT_EQ(*refused, "refused by the model");
+  EXPECT_EQ(t.journal()[1].label, Label::kUnknown);
+  EXPECT_TRUE(t.journal()[1].learned);
+}
+
+TEST_F(JournalTest, EwmaDoesNotRelearn) {
+  EwmaModel ewma(kBins, 0.5);
+  EXPECT_TRUE(ewma.ReplaysJournal());
+  EXPECT_TRUE(ewma.Relearn({}, 1).has_value());
+}
+
 TEST(Accepts, WarmUpAcceptsUnlabelledRunsUnderBelowThreshold) {
   LearningPolicy p;
   p.warmup_runs = 3;

@@ -1,9 +1,12 @@
 #pragma once
 
 // A template that remembers its last final runs, so that labels may arrive late (DESIGN.md
-// section 4). It keeps the state from before the oldest remembered run; a label for a run still
-// in the journal is applied by replaying the journal from that state, which leaves the template
-// exactly as it would be had the label been known on time.
+// section 4). For a model that replays (TemplateModel::ReplaysJournal, DINAMO-S) it keeps the
+// state from before the oldest remembered run; a label for a run still in the journal is applied
+// by replaying the journal from that state, which leaves the template exactly as it would be had
+// the label been known on time. A model that does not replay keeps no base state: a label that
+// changes a run's decision changes that decision only (the other runs keep theirs, nothing is
+// scored again) and the model is told through TemplateModel::Relearn.
 
 #include <cstdint>
 #include <deque>
@@ -80,7 +83,8 @@ class JournalledTemplate {
 
   // Applies a label that arrived late. Returns why it was refused (run older than the journal,
   // run never seen, label not good or bad), or nothing when it was applied. Giving a run the
-  // label it already has changes nothing; a different label replaces the earlier one.
+  // label it already has changes nothing; a different label replaces the earlier one. A model
+  // that refuses to relearn leaves the label and the decision as they were.
   std::optional<std::string> SetLabel(std::int64_t run, Label label, const LearningPolicy& policy);
 
   const TemplateModel& model() const { return *model_; }
@@ -97,8 +101,11 @@ class JournalledTemplate {
   // Learns the oldest entry into the base state and drops it; returns its counts buffer.
   std::vector<double> FoldOldest();
   void ReplayJournal(const LearningPolicy& policy);
+  std::optional<std::string> Relearn(JournalEntry& entry, bool learned);
+  bool KeepsBase() const { return journal_runs_ > 0 && model_->ReplaysJournal(); }
 
-  std::unique_ptr<TemplateModel> base_;   // state before journal_.front(); null without journal
+  // State before journal_.front(); null without journal or for a model that does not replay.
+  std::unique_ptr<TemplateModel> base_;
   std::unique_ptr<TemplateModel> model_;  // current state
   // Built on the first journalled run: an empty std::deque already holds about 600 bytes, more
   // than a whole template without journal should cost.

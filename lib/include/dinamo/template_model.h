@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
+#include <string>
 #include <string_view>
 
 #include "dinamo/ewma_template.h"
@@ -13,6 +15,14 @@
 #include "dinamo/score.h"
 
 namespace dinamo {
+
+// A final run of a template's journal (journalled_template.h) as a model that relearns, rather
+// than replays, reads it: views into the journal, valid during the call only.
+struct JournalledRun {
+  std::int64_t run = 0;
+  std::span<const double> counts;  // raw counts
+  bool learned = false;            // the decision as it now stands
+};
 
 class TemplateModel {
  public:
@@ -41,6 +51,19 @@ class TemplateModel {
   virtual std::uint64_t learned_runs() const = 0;
 
   virtual std::unique_ptr<TemplateModel> Clone() const = 0;
+
+  // How a late label reaches the model (JournalledTemplate::SetLabel). true: the journal keeps
+  // the state from before its oldest run and replays every journalled run from it, which gives
+  // exactly the on-time template; right when learning is cheap and deterministic (DINAMO-S).
+  // false: the journal keeps no base state and each changed decision is handed to Relearn,
+  // for a model whose learning is too costly to repeat run by run (the daemon's transformer).
+  virtual bool ReplaysJournal() const { return true; }
+
+  // Called (models with ReplaysJournal() false only) when a late label changed whether run
+  // `changed` is learned; `journal` is the whole journal, oldest first, with every decision as
+  // it now stands. Returns why the model cannot apply it (then it has changed nothing).
+  virtual std::optional<std::string> Relearn(std::span<const JournalledRun> journal,
+                                             std::int64_t changed);
 };
 
 // DINAMO-S behind the common interface.

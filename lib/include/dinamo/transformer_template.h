@@ -119,6 +119,15 @@ class TransformerModel final : public TemplateModel {
   // last K + M good runs are kept: all that training and the scoring of later runs read.
   bool Record(std::int64_t run, const Observation& obs);
 
+  // The good runs recorded, increasing, at most K + M.
+  std::span<const GoodRun> history() const;
+
+  // Replaces the recorded good runs (a late label changed which runs were good) and the count
+  // of runs learned, keeping the weights, the optimiser state and the generator: training goes
+  // on from where it is. Keeps the last K + M. Refuses runs that do not increase or rows of
+  // other bins, and then changes nothing.
+  bool ReplaceHistory(std::vector<GoodRun> runs, std::uint64_t learned_runs);
+
   // Training steps on the K most recent good runs until early stopping. Nothing to train on
   // without a recorded run: returns stats with zero steps.
   TrainingStats Train();
