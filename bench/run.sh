@@ -345,6 +345,7 @@ row "snapshot restore, $MEM_HISTOGRAMS templates (Load + RestoreFrom; median of 
 # Soak (optional): zero losses at half the bare pair's rate.
 if [[ $SOAK == 1 ]]; then
   soak_rate=${BENCH_SOAK_RATE:-$(py "print(round($pair_rate / 2))")}
+  soak_what=$([[ -n ${BENCH_SOAK_RATE:-} ]] && echo "BENCH_SOAK_RATE" || echo "half the pair")
   log "soak at ${soak_rate}/s for ${SOAK_SECONDS}s"
   # dinamo-sim queues without limit when the daemon falls behind (no HWM): the soak stops
   # as soon as the daemon is more than 5 s of messages behind, or memory would run out.
@@ -379,11 +380,11 @@ if [[ $SOAK == 1 ]]; then
   stop_daemon
   soak_sent=$(cat "$WORK/soak.sent")
   if [[ -n $behind_at ]]; then
-    row "soak at $soak_rate/s (half the pair): daemon fell behind after ${behind_at} s" \
+    row "soak at $soak_rate/s ($soak_what): daemon fell behind after ${behind_at} s" \
       "stopped" "—" "—" "0 lost for $SOAK_SECONDS s" "no"
   fi
   sk() { json "$WORK/soak_sub.json" "$1"; }
-  row "soak at $soak_rate/s (half the pair) for $SOAK_SECONDS s: verdicts of sent; gaps in/out" \
+  row "soak at $soak_rate/s ($soak_what) for $SOAK_SECONDS s: verdicts of sent; gaps in/out" \
     "$(sk "d['verdicts']") of $soak_sent; $(sk "d['input_gaps']"); $(sk "d['output_gaps']")" \
     "p99 $(sk "f\"{d['p99_us']:.0f}\"") µs" "—" "0 lost" \
     "$(sk "'yes' if d['verdicts'] == $soak_sent and d['input_gaps'] == 0 \
