@@ -504,9 +504,7 @@ void Monitor::FillAlarm(const Track& track, std::int64_t now_unix_ns, v1::Alarm&
 MonitorResult& Monitor::OnHistogram(std::string_view topic, const v1::Histogram& h,
                                     std::int64_t now_unix_ns) {
   MonitorResult& result = result_;
-  if (&h != &parsed_) {
-    result.Reset();  // OnMessage did it already
-  }
+  result.Reset();
   Track* known = nullptr;
   if (auto rejection = Check(topic, h, known)) {
     // A known histogram whose final is refused counts as INVALID in its run's summary; its
