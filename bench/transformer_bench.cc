@@ -1,5 +1,6 @@
-// DINAMO-ML cost: one training step (B = 100, K = 10, M = 20), one scoring, and one good run
-// of a replay (score, then online training to early stopping) on toy_0.csv.
+// DINAMO-ML cost: one training step (B = 100, K = 10, M = 20) on one and on two threads, a
+// model built, one scoring, and one good run of a replay (score, then online training to early
+// stopping) on toy_0.csv.
 
 #include <cstdlib>
 #include <string>
@@ -42,14 +43,30 @@ std::size_t RecordGood(TransformerModel& model, std::size_t next, std::size_t co
   return next;
 }
 
+// With two threads, each trains a model of its own (two histograms on two workers): the steps
+// per second of both together show whether their trainings overlap.
 void BM_TransformerTrainStep(benchmark::State& state) {
   TransformerModel model(BenchOptions());
   RecordGood(model, 0, 30);
   for (auto _ : state) {
     benchmark::DoNotOptimize(model.TrainStep());
   }
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
-BENCHMARK(BM_TransformerTrainStep)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_TransformerTrainStep)
+    ->Unit(benchmark::kMillisecond)
+    ->ThreadRange(1, 2)
+    ->UseRealTime();
+
+// What the daemon's loop pays for the first template of a new binning: a model built afresh.
+void BM_TransformerBuild(benchmark::State& state) {
+  const TransformerOptions options = BenchOptions();
+  for (auto _ : state) {
+    TransformerModel model(options);
+    benchmark::DoNotOptimize(model.learned_runs());
+  }
+}
+BENCHMARK(BM_TransformerBuild)->Unit(benchmark::kMillisecond);
 
 void BM_TransformerScore(benchmark::State& state) {
   TransformerModel model(BenchOptions());

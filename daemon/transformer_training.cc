@@ -148,6 +148,7 @@ std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
   s.relearned_count = slot_->relearned_count;
   s.relearned_through = slot_->relearned_through;
   s.relearns = slot_->relearns;
+  s.relearns_counted = slot_->relearns_counted;
   s.expected_first = slot_->expected_first;
   s.expected = slot_->expected;
   s.loop_run = slot_->loop_run;
@@ -249,6 +250,8 @@ void TransformerTrainer::OnLearned(const std::string& histogram, TemplateModel& 
   }
   const std::shared_ptr<TransformerSlot>& slot = transformer->slot();
   slot->histogram = histogram;
+  counters_.relearns += slot->relearns - slot->relearns_counted;
+  slot->relearns_counted = slot->relearns;
   if (!slot->in_flight) {
     Submit(slot);
     return;
@@ -346,6 +349,9 @@ void TransformerTrainer::RenderMetrics(std::string& out) const {
           counters_.dropped);
   counter("dinamo_trainings_discarded_total",
           "Transformer trainings finished for a template reset meanwhile", counters_.discarded);
+  counter("dinamo_transformer_relearns_total",
+          "Late labels that changed the good runs a transformer template trains on",
+          counters_.relearns);
   counter("dinamo_training_steps_total", "Transformer training steps taken", counters_.steps);
   counter("dinamo_training_seconds_total", "Seconds workers spent in transformer trainings",
           counters_.seconds);

@@ -46,6 +46,7 @@ struct TransformerSlot {
   std::uint64_t relearned_count = 0;
   std::int64_t relearned_through = 0;  // the newest journalled run then: runs after it are new
   std::uint64_t relearns = 0;          // late labels applied: a training clears only its own
+  std::uint64_t relearns_counted = 0;  // of those, the ones in TrainingCounters::relearns
   bool in_flight = false;              // a training is queued or running
   bool owed = false;                   // good runs arrived while it was running
   // Templates of the runs expected_first, expected_first + 1, ... from `trained`, computed by
@@ -91,6 +92,7 @@ struct TrainingCounters {
   std::uint64_t completed = 0;
   std::uint64_t dropped = 0;    // oldest queued training dropped because the queue was full
   std::uint64_t discarded = 0;  // finished for a template that was reset meanwhile
+  std::uint64_t relearns = 0;   // late labels that changed the good runs a template trains on
   std::uint64_t steps = 0;
   double seconds = 0.0;
 };

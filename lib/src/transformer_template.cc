@@ -31,29 +31,127 @@ torch::nn::Sequential Block(std::int64_t in, std::int64_t out) {
                                torch::nn::ReLU(), torch::nn::Linear(out, out));
 }
 
+// Dropout exactly as libtorch's (a mask drawn from Bernoulli(1 - p), scaled by 1 / (1 - p)),
+// but from the model's own generator: libtorch's dropout draws from its one process-wide
+// generator, which models trained on several threads would share.
+torch::Tensor Dropout(const torch::Tensor& x, double p, bool training, at::Generator& generator) {
+  if (!training || p == 0.0) {
+    return x;
+  }
+  auto mask = torch::empty_like(x);
+  mask.bernoulli_(1.0 - p, generator);
+  mask.div_(1.0 - p);
+  return x * mask;
+}
+
+// Multi-head self-attention, the computation of libtorch 1.13's MultiheadAttention (packed
+// input projection, scaled dot products, dropout on the attention weights) with the dropout
+// drawn from the model's generator. Parameters are named as libtorch names them.
+struct SelfAttentionImpl : torch::nn::Module {
+  SelfAttentionImpl(std::int64_t width, std::int64_t head_count) : heads(head_count) {
+    in_proj_weight = register_parameter("in_proj_weight", torch::empty({3 * width, width}));
+    in_proj_bias = register_parameter("in_proj_bias", torch::empty({3 * width}));
+    out_proj = register_module("out_proj", torch::nn::Linear(width, width));
+  }
+
+  // x (M, N, d) -> (M, N, d).
+  torch::Tensor forward(const torch::Tensor& x, double dropout, at::Generator& generator) {
+    const auto runs = x.size(0);
+    const auto batch = x.size(1);
+    const auto width = x.size(2);
+    const auto head_width = width / heads;
+    const auto qkv = torch::nn::functional::linear(x, in_proj_weight, in_proj_bias).chunk(3, -1);
+    const auto split = [&](const torch::Tensor& t) {
+      return t.contiguous().view({runs, batch * heads, head_width}).transpose(0, 1);
+    };
+    const auto q = split(qkv[0] * (1 / std::sqrt(head_width)));
+    const auto k = split(qkv[1]);
+    const auto v = split(qkv[2]);
+
+    auto weights = torch::softmax(torch::bmm(q, k.transpose(1, 2)), -1);
+    weights = Dropout(weights, dropout, is_training(), generator);
+    const auto attended =
+        torch::bmm(weights, v).transpose(0, 1).contiguous().view({runs, batch, width});
+    return out_proj->forward(attended);
+  }
+
+  std::int64_t heads;
+  torch::Tensor in_proj_weight;
+  torch::Tensor in_proj_bias;
+  torch::nn::Linear out_proj{nullptr};
+};
+TORCH_MODULE(SelfAttention);
+
+// One post-norm encoder layer, libtorch 1.13's TransformerEncoderLayer with ReLU, its modules
+// named alike so that snapshots of either read into the other.
+struct EncoderLayerImpl : torch::nn::Module {
+  explicit EncoderLayerImpl(const TransformerOptions& o) : dropout_p(o.dropout) {
+    const std::int64_t d = o.width;
+    self_attn = register_module("self_attn", SelfAttention(d, o.heads));
+    linear1 = register_module("linear1", torch::nn::Linear(d, o.feedforward));
+    register_module("dropout", torch::nn::Dropout(o.dropout));  // layout only: see Dropout()
+    linear2 = register_module("linear2", torch::nn::Linear(o.feedforward, d));
+    norm1 = register_module("norm1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    norm2 = register_module("norm2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})));
+    register_module("dropout1", torch::nn::Dropout(o.dropout));
+    register_module("dropout2", torch::nn::Dropout(o.dropout));
+  }
+
+  torch::Tensor forward(const torch::Tensor& x, at::Generator& generator) {
+    const bool training = is_training();
+    const auto attended = self_attn->forward(x, dropout_p, generator);
+    const auto y = norm1(x + Dropout(attended, dropout_p, training, generator));
+    const auto hidden = Dropout(torch::relu(linear1(y)), dropout_p, training, generator);
+    return norm2(y + Dropout(linear2(hidden), dropout_p, training, generator));
+  }
+
+  double dropout_p;
+  SelfAttention self_attn{nullptr};
+  torch::nn::Linear linear1{nullptr};
+  torch::nn::Linear linear2{nullptr};
+  torch::nn::LayerNorm norm1{nullptr};
+  torch::nn::LayerNorm norm2{nullptr};
+};
+TORCH_MODULE(EncoderLayer);
+
+struct EncoderImpl : torch::nn::Module {
+  explicit EncoderImpl(const TransformerOptions& o) {
+    layers = register_module("layers", torch::nn::ModuleList());
+    for (int i = 0; i < o.layers; ++i) {
+      layers->push_back(EncoderLayer(o));
+    }
+  }
+
+  torch::Tensor forward(torch::Tensor x, at::Generator& generator) {
+    for (const auto& layer : *layers) {
+      x = layer->as<EncoderLayerImpl>()->forward(x, generator);
+    }
+    return x;
+  }
+
+  torch::nn::ModuleList layers{nullptr};
+};
+TORCH_MODULE(Encoder);
+
 // One decoder-free encoder that reads the context and emits the template and its uncertainty.
 struct NetImpl : torch::nn::Module {
   explicit NetImpl(const TransformerOptions& o) {
     const auto bins = static_cast<std::int64_t>(o.bins);
     content = register_module("content", Block(bins, o.width));
     time = register_module("time", Block(1, o.width));
-    const auto layer = torch::nn::TransformerEncoderLayerOptions(o.width, o.heads)
-                           .dim_feedforward(o.feedforward)
-                           .dropout(o.dropout)
-                           .activation(torch::kReLU);
-    encoder = register_module(
-        "encoder",
-        torch::nn::TransformerEncoder(torch::nn::TransformerEncoderOptions(layer, o.layers)));
+    encoder = register_module("encoder", Encoder(o));
     mu_head = register_module("mu_head", Block(o.width, bins));
     sigma_head = register_module("sigma_head", Block(o.width, bins));
   }
 
-  // contents (N, M, B), times (N, M, 1) -> mu (N, B), sigma_mu (N, B).
+  // contents (N, M, B), times (N, M, 1) -> mu (N, B), sigma_mu (N, B). The generator draws
+  // the dropout masks in train mode.
   std::pair<torch::Tensor, torch::Tensor> forward(const torch::Tensor& contents,
-                                                  const torch::Tensor& times) {
+                                                  const torch::Tensor& times,
+                                                  at::Generator& generator) {
     const auto tokens = content->forward(contents) + time->forward(times);
-    // The C++ encoder of libtorch 1.13 has no batch_first: it wants (M, N, d).
-    const auto encoded = encoder->forward(tokens.transpose(0, 1));
+    // Like libtorch 1.13's encoder (no batch_first), the layers take (M, N, d).
+    const auto encoded = encoder->forward(tokens.transpose(0, 1), generator);
     const auto pooled = encoded.mean(0);
     return {torch::softmax(mu_head->forward(pooled), -1),
             torch::softplus(sigma_head->forward(pooled))};
@@ -61,45 +159,106 @@ struct NetImpl : torch::nn::Module {
 
   torch::nn::Sequential content{nullptr};
   torch::nn::Sequential time{nullptr};
-  torch::nn::TransformerEncoder encoder{nullptr};
+  Encoder encoder{nullptr};
   torch::nn::Sequential mu_head{nullptr};
   torch::nn::Sequential sigma_head{nullptr};
 };
 TORCH_MODULE(Net);
 
-// libtorch draws dropout masks and initial weights from its one process-wide CPU generator.
-// Each model owns its own stream: while a model initialises or trains, its stream is installed
-// into the global generator under a process-wide lock and taken back afterwards. So models do
-// not disturb each other, a snapshot carries the stream, and a restored model draws the same
-// masks. The price: trainings of different models in one process do not overlap.
-// TODO(#5): draw dropout from a per-model generator (an own attention layer) so that they can.
-std::mutex& GeneratorLock() {
-  static std::mutex lock;
-  return lock;
-}
-
-class StreamScope {
+// The initial weights, drawn from the model's generator in the order and by the formulas of
+// libtorch 1.13's constructors (whose own draws, from the process-wide generator, are
+// overwritten here). That order keeps a seed's model, its scores and the snapshots written
+// while the encoder was libtorch's exactly as they were.
+class Initialiser {
  public:
-  explicit StreamScope(torch::Tensor& state)
-      : lock_(GeneratorLock()), state_(state), generator_(at::detail::getDefaultCPUGenerator()) {
-    std::lock_guard<std::mutex> guard(generator_.mutex());
-    saved_ = generator_.get_state();
-    generator_.set_state(state_);
+  explicit Initialiser(at::Generator& generator) : generator_(generator) {}
+
+  // The second Linear first: Block() builds its modules as the arguments of one call, and GCC
+  // evaluates those from the last.
+  void Block(torch::nn::Sequential& block) {
+    Linear(*block[3]->as<torch::nn::Linear>());
+    Linear(*block[0]->as<torch::nn::Linear>());
   }
-  ~StreamScope() {
-    std::lock_guard<std::mutex> guard(generator_.mutex());
-    state_ = generator_.get_state();
-    generator_.set_state(saved_);
+
+  // libtorch's encoder builds one layer and clones it into each of its layers. A clone is a
+  // module built afresh (drawing initial weights), whose children are cloned the same way, and
+  // which then takes the original's weights: draws thrown away, but the stream moves on.
+  void Layers(EncoderImpl& encoder) {
+    auto& layers = *encoder.layers;
+    auto& first = *layers[0]->as<EncoderLayer>();
+    Layer(first);
+    const auto weights = first.parameters();
+    for (std::size_t i = 0; i < layers.size(); ++i) {
+      const auto copies = layers[i]->as<EncoderLayer>()->parameters();
+      for (std::size_t j = 0; j < copies.size(); ++j) {
+        copies[j].copy_(weights[j]);
+      }
+      Skip(DrawsOfAClone(first));
+    }
   }
-  StreamScope(const StreamScope&) = delete;
-  StreamScope& operator=(const StreamScope&) = delete;
 
  private:
-  std::lock_guard<std::mutex> lock_;
-  torch::Tensor& state_;
-  at::Generator generator_;
-  torch::Tensor saved_;
+  // Linear::reset_parameters: kaiming_uniform_(a = sqrt 5) for the weight, then the bias.
+  void Linear(torch::nn::LinearImpl& linear) {
+    const auto fan_in = linear.weight.size(1);
+    const double gain = std::sqrt(2.0 / (1 + std::pow(std::sqrt(5), 2)));
+    const double weight_bound = std::sqrt(3.0) * (gain / std::sqrt(fan_in));
+    linear.weight.uniform_(-weight_bound, weight_bound, generator_);
+    const double bias_bound = 1 / std::sqrt(fan_in);
+    linear.bias.uniform_(-bias_bound, bias_bound, generator_);
+  }
+
+  // MultiheadAttention: out_proj as any Linear when it is built, then xavier_uniform_ for the
+  // packed projection, then zero biases.
+  void Attention(SelfAttentionImpl& attention) {
+    Linear(*attention.out_proj);
+    const auto& w = attention.in_proj_weight;
+    const auto fans = static_cast<double>(w.size(0) + w.size(1));
+    const double bound = std::sqrt(3.0) * std::sqrt(2.0 / fans);
+    w.uniform_(-bound, bound, generator_);
+    attention.in_proj_bias.zero_();
+    attention.out_proj->bias.zero_();
+  }
+
+  void Layer(EncoderLayerImpl& layer) {
+    Attention(*layer.self_attn);
+    Linear(*layer.linear1);
+    Linear(*layer.linear2);
+  }
+
+  static std::int64_t Draws(const torch::nn::LinearImpl& linear) {
+    return linear.weight.numel() + linear.bias.numel();
+  }
+  static std::int64_t Draws(const SelfAttentionImpl& attention) {
+    return Draws(*attention.out_proj) + attention.in_proj_weight.numel();
+  }
+  static std::int64_t Draws(const EncoderLayerImpl& layer) {
+    return Draws(*layer.self_attn) + Draws(*layer.linear1) + Draws(*layer.linear2);
+  }
+
+  // The layer built afresh, then its children: the attention (itself, then its out_proj) and
+  // the two Linear.
+  static std::int64_t DrawsOfAClone(const EncoderLayerImpl& layer) {
+    const auto& attention = *layer.self_attn;
+    return Draws(layer) + Draws(attention) + Draws(*attention.out_proj) + Draws(*layer.linear1) +
+           Draws(*layer.linear2);
+  }
+
+  // A uniform draw takes one number of the stream per element.
+  void Skip(std::int64_t draws) { torch::empty({draws}).uniform_(0.0, 1.0, generator_); }
+
+  at::Generator& generator_;
 };
+
+void Initialise(Net& net, at::Generator& generator) {
+  torch::NoGradGuard no_grad;
+  Initialiser init(generator);
+  init.Block(net->content);
+  init.Block(net->time);
+  init.Layers(*net->encoder);
+  init.Block(net->mu_head);
+  init.Block(net->sigma_head);
+}
 
 // torch.nn.functional.gaussian_nll_loss(mu, x, var, full=False, eps=floor, reduction="mean"),
 // including its clamp: the floor bounds the value, the gradient passes as if unclamped.
@@ -171,14 +330,12 @@ double GaussianNll(std::span<const double> x, std::span<const double> mu,
 
 struct TransformerModel::Impl {
   explicit Impl(const TransformerOptions& o)
-      : options(o), generator_state(at::detail::createCPUGenerator(o.seed).get_state()) {
+      : options(o), generator(at::detail::createCPUGenerator(o.seed)) {
     torch::set_num_threads(std::max(1, o.threads));
     UseOneBlasThread();
     KeepFreedMemory();
-    {
-      StreamScope stream(generator_state);
-      net = Net(o);
-    }
+    net = Net(o);
+    Initialise(net, generator);
     net->eval();
     optimizer = std::make_unique<torch::optim::AdamW>(
         net->parameters(),
@@ -216,11 +373,11 @@ struct TransformerModel::Impl {
   }
 
   torch::Tensor Loss(const Batch& batch) {
-    auto [mu, sigma] = net->forward(batch.contents, batch.times);
+    auto [mu, sigma] = net->forward(batch.contents, batch.times, generator);
     return GaussianNllTensor(batch.targets, mu, sigma.square(), options.variance_floor);
   }
 
-  // One optimiser step in train mode; the caller holds the model's generator stream.
+  // One optimiser step in train mode.
   double Step(const Batch& batch) {
     net->train();
     const auto loss = Loss(batch);
@@ -233,6 +390,15 @@ struct TransformerModel::Impl {
 
   void Save(std::ostream& out) const;
   void Load(std::istream& in);
+
+  torch::Tensor GeneratorState() const {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    return generator.get_state();
+  }
+  void SetGeneratorState(const torch::Tensor& state) {
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
   std::vector<std::int64_t> Shape() const {
     const auto& o = options;
     return {static_cast<std::int64_t>(o.bins),
@@ -245,7 +411,9 @@ struct TransformerModel::Impl {
   }
 
   TransformerOptions options;
-  torch::Tensor generator_state;
+  // Draws the initial weights and the dropout masks: a model's own, so that models train on
+  // several threads at once and a snapshot carries it.
+  mutable at::Generator generator;
   Net net{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer;
   std::vector<GoodRun> history;  // increasing runs, at most K + M
@@ -264,7 +432,7 @@ void TransformerModel::Impl::Save(std::ostream& out) const {
   torch::serialize::OutputArchive optimizer_archive;
   optimizer->save(optimizer_archive);
   archive.write("optimizer", optimizer_archive);
-  archive.write("generator", generator_state);
+  archive.write("generator", GeneratorState());
 
   const auto n = static_cast<std::int64_t>(history.size());
   auto runs = torch::empty({n}, torch::kInt64);
@@ -306,9 +474,9 @@ void TransformerModel::Impl::Load(std::istream& in) {
   torch::serialize::InputArchive optimizer_archive;
   archive.read("optimizer", optimizer_archive);
   optimizer->load(optimizer_archive);
-  torch::Tensor generator;
-  archive.read("generator", generator);
-  generator_state = generator.clone();
+  torch::Tensor generator_state;
+  archive.read("generator", generator_state);
+  SetGeneratorState(generator_state);
 
   torch::Tensor runs, contents, counters, seconds;
   archive.read("history_runs", runs);
@@ -343,7 +511,7 @@ void TransformerModel::Expect(std::int64_t run, Expectation& out) const {
   auto times = torch::empty({1, m, 1});
   impl_->Fill(run, contents.data_ptr<float>(), times.data_ptr<float>());
 
-  const auto [mu, sigma] = impl_->net->forward(contents, times);
+  const auto [mu, sigma] = impl_->net->forward(contents, times, impl_->generator);
   const auto mu64 = mu.to(torch::kFloat64).contiguous();
   const auto sigma64 = sigma.to(torch::kFloat64).contiguous();
   out.mu.assign(mu64.data_ptr<double>(), mu64.data_ptr<double>() + b);
@@ -390,10 +558,7 @@ TrainingStats TransformerModel::Train() {
   const auto start = std::chrono::steady_clock::now();
   const Batch batch = impl_->MakeBatch();
   EarlyStopping stopping(impl_->options.patience, impl_->options.max_steps);
-  {
-    StreamScope stream(impl_->generator_state);
-    while (stopping.Continue(impl_->Step(batch))) {
-    }
+  while (stopping.Continue(impl_->Step(batch))) {
   }
   const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
 
@@ -410,9 +575,7 @@ double TransformerModel::TrainStep() {
   if (impl_->history.empty()) {
     return std::nan("");
   }
-  const Batch batch = impl_->MakeBatch();
-  StreamScope stream(impl_->generator_state);
-  return impl_->Step(batch);
+  return impl_->Step(impl_->MakeBatch());
 }
 
 double TransformerModel::BatchLoss() const {

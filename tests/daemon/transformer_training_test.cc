@@ -253,6 +253,7 @@ TEST_F(TransformerTrainingTest, LateGoodLabelAddsTheRunAndQueuesOneTrainingFromT
   ASSERT_FALSE(out.refused) << *out.refused;
   EXPECT_EQ(out.affected, 1u);
   EXPECT_EQ(trainer_.counters().submitted, 2u);  // one training, queued
+  EXPECT_EQ(trainer_.counters().relearns, 1u);
   EXPECT_EQ(monitor_.Template("N/a")->learned_runs(), 2u);
   slow_.WaitStarted(2);
   EXPECT_EQ(Mu("N/a"), mu_before);  // verdicts use the last trained model until it is back

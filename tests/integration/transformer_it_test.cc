@@ -108,6 +108,8 @@ TEST_F(TransformerDaemonTest, VerdictsOfBothMethodsAndTrainingsOnTheWorker) {
       std::this_thread::sleep_for(100ms);
     }
     EXPECT_GT(after, submitted);
+    EXPECT_EQ(MetricValue(HttpGet(daemon_.http(), "/metrics"), "dinamo_transformer_relearns_total"),
+              1.0);
   }
   daemon_.Signal(SIGTERM);
   const auto code = daemon_.Wait(5s);  // the contract: a pending training never holds the stop
