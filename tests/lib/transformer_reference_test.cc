@@ -200,6 +200,45 @@ TEST(TransformerReference, TrainingStepsAreLibtorchs) {
   ExpectSameWeights(reference, ours);
 }
 
+// A snapshot written while the encoder was libtorch's (the same archive, its net from
+// libtorch's modules) loads, weights and all.
+TEST(TransformerReference, ASnapshotOfLibtorchsEncoderLoads) {
+  const TransformerOptions o = SmallOptions();
+  TransformerModel saved(o);
+  ASSERT_TRUE(saved.Record(1, RunObservation(1)));
+  std::stringstream ours;
+  saved.Save(ours);
+  torch::serialize::InputArchive in;
+  in.load_from(ours);
+
+  SeedGlobalGenerator(99);
+  ReferenceNet theirs(o);
+  torch::serialize::OutputArchive out, net;
+  theirs->save(net);
+  out.write("net", net);
+  for (const char* key : {"format", "shape", "generator", "history_runs", "history_contents",
+                          "counters", "seconds"}) {
+    torch::Tensor t;
+    in.read(key, t);
+    out.write(key, t);
+  }
+  torch::serialize::InputArchive optimizer_in;
+  in.read("optimizer", optimizer_in);
+  torch::optim::AdamW optimizer(theirs->parameters());
+  optimizer.load(optimizer_in);
+  torch::serialize::OutputArchive optimizer_out;
+  optimizer.save(optimizer_out);
+  out.write("optimizer", optimizer_out);
+  std::stringstream snapshot;
+  out.save_to(snapshot);
+
+  TransformerModel loaded(o);
+  loaded.Load(snapshot);
+  auto weights = WeightsOf(loaded);
+  ExpectSameWeights(theirs, weights);
+  EXPECT_EQ(loaded.history().size(), 1u);
+}
+
 TEST(TransformerModel, ModelsTrainedOnTwoThreadsAtOnceMatchTrainingsOneAfterAnother) {
   TransformerOptions a = SmallOptions(), b = SmallOptions();
   b.seed = 7;
