@@ -14,26 +14,14 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "dinamo/transformer_template.h"
+#include "support/transformer_runs.h"
 
 namespace dinamo {
 namespace {
 
-constexpr std::size_t kBins = 10;
-
-TransformerOptions SmallOptions() {
-  TransformerOptions o;
-  o.bins = kBins;
-  o.max_steps = 15;
-  return o;
-}
-
-Observation RunObservation(std::int64_t run) {
-  std::vector<double> counts(kBins);
-  for (std::size_t b = 0; b < kBins; ++b) {
-    counts[b] = 100.0 + 25.0 * static_cast<double>((b * 7 + static_cast<std::size_t>(run)) % 11);
-  }
-  return Normalise(counts);
-}
+using testing::kBins;
+using testing::RunObservation;
+using testing::SmallOptions;
 
 torch::nn::Sequential Block(std::int64_t in, std::int64_t out) {
   return torch::nn::Sequential(torch::nn::Linear(in, out),

@@ -6,27 +6,14 @@
 #include <gtest/gtest.h>
 
 #include "dinamo/transformer_template.h"
+#include "support/transformer_runs.h"
 
 namespace dinamo {
 namespace {
 
-constexpr std::size_t kBins = 10;
-
-TransformerOptions SmallOptions() {
-  TransformerOptions o;
-  o.bins = kBins;
-  o.max_steps = 15;  // keeps the tests fast; the stopping rule has its own tests
-  return o;
-}
-
-// A histogram whose shape changes with the run, so that every run is told apart.
-Observation RunObservation(std::int64_t run) {
-  std::vector<double> counts(kBins);
-  for (std::size_t b = 0; b < kBins; ++b) {
-    counts[b] = 200.0 + 40.0 * static_cast<double>(b) + 3.0 * static_cast<double>(run % 17);
-  }
-  return Normalise(counts);
-}
+using testing::kBins;
+using testing::RunObservation;
+using testing::SmallOptions;
 
 void RecordRuns(TransformerModel& model, std::initializer_list<std::int64_t> runs) {
   for (std::int64_t run : runs) {
