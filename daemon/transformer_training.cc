@@ -141,18 +141,9 @@ std::optional<std::string> DeferredTransformer::Relearn(std::span<const Journall
 std::unique_ptr<TemplateModel> DeferredTransformer::Clone() const {
   auto copy = std::make_unique<DeferredTransformer>(slot_->trained);
   TransformerSlot& s = *copy->slot_;
-  s.histogram = slot_->histogram;
-  s.pending = slot_->pending;
-  s.pending_trimmed = slot_->pending_trimmed;
-  s.relearned = slot_->relearned;
-  s.relearned_count = slot_->relearned_count;
-  s.relearned_through = slot_->relearned_through;
-  s.relearns = slot_->relearns;
-  s.relearns_counted = slot_->relearns_counted;
-  s.expected_first = slot_->expected_first;
-  s.expected = slot_->expected;
-  s.loop_run = slot_->loop_run;
-  s.loop_expected = slot_->loop_expected;
+  s = *slot_;
+  s.in_flight = false;  // the training in flight belongs to the original
+  s.owed = false;
   return copy;
 }
 

@@ -188,13 +188,13 @@ class Initialiser {
     auto& first = *layers[0]->as<EncoderLayer>();
     Layer(first);
     const auto weights = first.parameters();
-    for (std::size_t i = 0; i < layers.size(); ++i) {
+    for (std::size_t i = 1; i < layers.size(); ++i) {
       const auto copies = layers[i]->as<EncoderLayer>()->parameters();
       for (std::size_t j = 0; j < copies.size(); ++j) {
         copies[j].copy_(weights[j]);
       }
-      Skip(DrawsOfAClone(first));
     }
+    Skip(static_cast<std::int64_t>(layers.size()) * DrawsOfAClone(first));
   }
 
  private:
